@@ -1,0 +1,1 @@
+"""HTTP endpoints. Only app.py imports this package."""

@@ -1,0 +1,270 @@
+"""POST /v1/chat/completions: authenticate, parse, resolve, run the plan, relay. A raw ASGI app.
+
+Raw ASGI rather than a Starlette endpoint: the hot path reads the body once, builds no Request
+object, and watches for the client going away so that a disconnect cancels the upstream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.api.responses import new_request_id, send_error, send_json
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
+from gateway.failover.deadline import Deadline
+from gateway.failover.run import AllTargetsFailed, Served
+from gateway.relay.stream import RelayResult, relay
+from gateway.relay.usage import Usage
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.access")
+errors_log = logging.getLogger("gateway")
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length", b"x-gateway-timeout"})
+
+
+class ChatCompletions:
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.monotonic()
+        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+        request_id = headers.get("x-request-id") or new_request_id()
+        runtime = self._runtime()
+        context = _Context(request_id, started)
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed("Use POST for /v1/chat/completions.")
+            caller = runtime.auth.authenticate(headers)
+            context.caller = caller.name
+            raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
+            body = _parse(raw)
+            context.model = body["model"]
+            caller.check_model(context.model)
+            for other in body.get("models") or ():
+                if isinstance(other, str):
+                    caller.check_model(other)
+            await _Watched(receive).run(self._complete(runtime, body, len(raw), headers, context, send))
+        except GatewayError as error:
+            context.status = error.status
+            if isinstance(error, AllTargetsFailed):
+                context.attempts = sum(1 for a in error.attempts if a.tried)
+            await send_error(send, error, request_id)
+        except _ClientGone:
+            context.status = 499
+        except Exception:
+            errors_log.exception("request %s failed inside the gateway", request_id)
+            context.status = 500
+            await send_error(send, GatewayError("The gateway failed on this request; see its log."), request_id)
+        finally:
+            _finish(runtime, context)
+
+    async def _complete(
+        self, runtime: Runtime, body: dict[str, Any], size: int, headers: dict[str, str], context: _Context,
+        send: Send,
+    ) -> None:
+        model = context.model
+        plan = runtime.router.resolve(model, body.get("models"))
+        deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
+        stream = body.get("stream") is True
+        metrics.request_started(model)
+        context.in_flight = True
+        served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size)
+        context.served = served
+        out_headers = _served_headers(served, context.request_id)
+        if not stream:
+            context.status = 200
+            context.usage = (served.parsed or {}).get("usage")
+            await send_json(send, 200, served.body or b"", out_headers)
+            context.done_at = time.monotonic()
+            return
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        result = RelayResult()
+        context.relay = result
+        context.status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
+        target = served.target
+        async for piece in relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
+                                 expires=deadline.expires, idle=target.timeouts.idle, result=result):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        context.usage = result.usage
+
+
+class _Context:
+    """What is known about one request so far, for metrics and the access log."""
+
+    __slots__ = ("attempts", "caller", "done_at", "in_flight", "model", "relay", "request_id", "served",
+                 "started", "status", "usage")
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.caller = "-"
+        self.model = ""
+        self.status = 0
+        self.attempts = 0
+        self.in_flight = False
+        self.served: Served | None = None
+        self.relay: RelayResult | None = None
+        self.usage: dict[str, Any] | None = None
+        self.done_at: float | None = None
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _Watched:
+    """Runs the request while listening for the client's disconnect; a disconnect cancels the work."""
+
+    __slots__ = ("_gone", "_receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._gone = False
+
+    async def run(self, work: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._watch(task))
+        try:
+            await work
+        except asyncio.CancelledError:
+            if self._gone:
+                task.uncancel()
+                raise _ClientGone from None
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _watch(self, task: asyncio.Task[Any]) -> None:
+        while True:
+            message: Message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._gone = True
+                task.cancel()
+                return
+
+
+def _served_headers(served: Served, request_id: str) -> list[tuple[bytes, bytes]]:
+    target = served.target
+    return [
+        (b"x-request-id", request_id.encode()),
+        (b"x-gateway-provider", target.provider_id.encode()),
+        (b"x-gateway-model", target.key.encode()),
+        (b"x-gateway-attempts", str(sum(1 for a in served.attempts if a.tried)).encode()),
+        (b"x-gateway-fallbacks", str(served.fallbacks).encode()),
+    ]
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("`model` is required and must be a string.", param="model")
+    if not isinstance(body.get("messages"), list):
+        raise BadRequest("`messages` is required and must be a list.", param="messages")
+    return body
+
+
+def _deadline_seconds(total: float, header: str | None) -> float:
+    """A client may ask for a shorter deadline (x-gateway-timeout: seconds), never a longer one."""
+    if header:
+        try:
+            asked = float(header)
+        except ValueError:
+            raise BadRequest("`x-gateway-timeout` must be a number of seconds.") from None
+        if asked > 0:
+            return min(total, asked)
+    return total
+
+
+def _finish(runtime: Runtime, context: _Context) -> None:
+    """Count the request: metrics always, the access log when it is on."""
+    now = time.monotonic()
+    served = context.served
+    provider = served.target.provider_id if served else "none"
+    duration = now - context.started
+    ttft = None
+    overhead = None
+    if served is not None:
+        relay = context.relay
+        if relay is not None and relay.first_write_at is not None:
+            ttft = relay.first_write_at - context.started
+            overhead = max(0.0, ttft - served.upstream_seconds)
+        elif context.done_at is not None:
+            overhead = max(0.0, context.done_at - context.started - served.upstream_seconds)
+    if context.in_flight:
+        metrics.request_finished(context.model, provider, context.status, duration, overhead, ttft)
+    usage = Usage.from_openai(context.usage) if isinstance(context.usage, dict) else None
+    cost = None
+    if served is not None and usage is not None:
+        target = served.target
+        cost = usage.cost(target.model.cost)
+        metrics.usage(context.model, provider, target.upstream_model, usage.input, usage.output, usage.cached,
+                      usage.reasoning, cost)
+    if context.relay is not None and served is not None:
+        metrics.stream_chunks(provider, context.relay.chunks)
+    if runtime.settings.server.access_log:
+        _access_log(context, provider, duration, ttft, usage, cost)
+
+
+def _access_log(context: _Context, provider: str, duration: float, ttft: float | None, usage: Usage | None,
+                cost: float | None) -> None:
+    served = context.served
+    record = {
+        "request_id": context.request_id,
+        "key": context.caller,
+        "model": context.model,
+        "provider": provider,
+        "served_model": served.target.key if served else None,
+        "status": context.status,
+        "attempts": sum(1 for a in served.attempts if a.tried) if served else context.attempts,
+        "fallbacks": served.fallbacks if served else 0,
+        "input_tokens": usage.input if usage else None,
+        "output_tokens": usage.output if usage else None,
+        "cost_usd": cost,
+        "duration_ms": round(duration * 1000, 2),
+        "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
+        "stream_error": context.relay.error_type if context.relay else None,
+    }
+    log.info(orjson.dumps(record).decode())

@@ -1,0 +1,42 @@
+"""Exception handlers: whatever goes wrong outside the chat endpoint still answers in OpenAI's shape."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.responses import new_request_id
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+
+log = logging.getLogger("gateway")
+
+
+def _response(error: GatewayError, request: Request) -> Response:
+    request_id = request.headers.get("x-request-id") or new_request_id()
+    return Response(error.to_json(), status_code=error.status, media_type="application/json",
+                    headers={"x-request-id": request_id, **error.headers})
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: GatewayError = NotFound(f"No such endpoint: {request.method} {request.url.path}.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+    else:
+        error = GatewayError(str(exc.detail))
+        error.status = exc.status_code
+    return _response(error, request)
+
+
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _response(exc, request)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _response(GatewayError("The gateway failed on this request; see its log."), request)

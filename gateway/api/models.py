@@ -1,0 +1,51 @@
+"""GET /v1/models: every routable id in the OpenAI list format, each with its catalog metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.runtime import Runtime
+
+
+def model_list(runtime: Runtime) -> list[dict[str, Any]]:
+    entries = []
+    for route_id, route in runtime.router.routes.items():
+        first = route.targets[0]
+        available = [t for t in (*route.targets, *route.fallbacks) if t.endpoint.available]
+        entry: dict[str, Any] = {
+            **first.model.metadata(),
+            "id": route_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "gateway" if route.is_alias else first.provider_id,
+            "available": bool(available),
+        }
+        if route.is_alias:
+            entry["targets"] = [t.key for t in (*route.targets, *route.fallbacks)]
+        elif not available:
+            entry["unavailable_reason"] = first.endpoint.unavailable
+        entries.append(entry)
+    return entries
+
+
+class ModelsEndpoint:
+    """The full list is serialised once per runtime; `?available=true` lists only callable ids."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, bool], bytes] = {}
+
+    async def __call__(self, request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime()
+        only_available = request.query_params.get("available", "").lower() in ("1", "true", "yes")
+        key = (id(runtime), only_available)
+        body = self._cache.get(key)
+        if body is None:
+            data = [e for e in model_list(runtime) if e["available"] or not only_available]
+            body = orjson.dumps({"object": "list", "data": data})
+            self._cache = {k: v for k, v in self._cache.items() if k[0] == id(runtime)}
+            self._cache[key] = body
+        return Response(body, media_type="application/json")

@@ -1,0 +1,102 @@
+"""build_app(): the only place that wires everything together.
+
+The chat endpoint is dispatched before Starlette's router (it is the hot path and a raw ASGI app);
+every other route goes through Starlette. A reload (SIGHUP, or Gateway.reload) builds a new Runtime
+from the config file and swaps it in only if it is valid; requests in flight finish on the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway import __version__, metrics
+from gateway.api import errors, health
+from gateway.api.chat import ChatCompletions
+from gateway.api.models import ModelsEndpoint
+from gateway.catalog import load_catalog
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError, GatewayError
+from gateway.runtime import Runtime
+from gateway.upstream.transport import Transport
+
+log = logging.getLogger("gateway")
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = environ
+        self.transport = Transport()
+        self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, environ)
+        self._chat = ChatCompletions(self.current)
+        self._starlette = Starlette(
+            routes=[
+                Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
+                Route("/livez", health.livez, methods=["GET"]),
+                Route("/readyz", health.readyz, methods=["GET"]),
+                Route("/metrics", _metrics, methods=["GET"]),
+            ],
+            exception_handlers={
+                HTTPException: errors.http_exception,
+                GatewayError: errors.gateway_error,
+                Exception: errors.unexpected,
+            },
+            lifespan=self._lifespan,
+        )
+        self._starlette.state.runtime = self.current
+        metrics.set_build_info(__version__)
+
+    def current(self) -> Runtime:
+        return self.runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH:
+            await self._chat(scope, receive, send)
+        else:
+            await self._starlette(scope, receive, send)
+
+    def reload(self) -> bool:
+        """Re-read the config file; keep the running config if the new one is refused."""
+        source = self.runtime.settings.source
+        try:
+            settings = load_settings(source, self._environ)
+            runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self._environ)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config:\n%s", exc)
+            metrics.config_reload(False)
+            return False
+        self.runtime = runtime
+        log.warning("config reloaded from %s", source)
+        metrics.config_reload(True)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.transport.start()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            yield
+        finally:
+            await self.transport.close()
+
+
+async def _metrics(request: Request) -> Response:
+    body, content_type = metrics.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+def build_app(settings: Settings, environ: Mapping[str, str] | None = None) -> Gateway:
+    return Gateway(settings, environ)

@@ -1,0 +1,57 @@
+"""`gateway serve | check | publish`: argument parsing and exit codes, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from gateway import __version__
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    serve.add_argument("--host", help="address to bind (default: server.host from the config)")
+    serve.add_argument("--port", type=int, help="port to bind (default: server.port from the config)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+
+    check = commands.add_parser("check", help="validate config and catalog; show what is unavailable and why")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _check(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import load_settings
+    from gateway.server import serve
+
+    settings = load_settings(args.config)
+    server = settings.server
+    serve(settings, host=args.host or server.host, port=args.port if args.port is not None else server.port,
+          workers=args.workers or server.workers)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.check import report
+
+    text, ok = report(args.config)
+    print(text)
+    return 0 if ok else 1

@@ -1,0 +1,140 @@
+"""Settings value types. Built and validated once by config.load, then passed to what needs them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    """Seconds. `first_byte`, `first_token` and `idle` apply to streams; `response` to whole answers."""
+
+    connect: float = Field(5.0, gt=0)
+    first_byte: float = Field(30.0, gt=0)
+    first_token: float = Field(120.0, gt=0)
+    idle: float = Field(60.0, gt=0)
+    response: float = Field(300.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class TimeoutsOverride(_Strict):
+    connect: float | None = Field(None, gt=0)
+    first_byte: float | None = Field(None, gt=0)
+    first_token: float | None = Field(None, gt=0)
+    idle: float | None = Field(None, gt=0)
+    response: float | None = Field(None, gt=0)
+    total: float | None = Field(None, gt=0)
+
+
+class RetryPolicy(_Strict):
+    attempts: int = Field(3, ge=1, le=10, description="tries per target, the first included")
+    backoff_initial: float = Field(0.5, ge=0)
+    backoff_max: float = Field(8.0, ge=0)
+    retry_after_max: float = Field(30.0, ge=0, description="longest upstream Retry-After worth waiting for")
+
+
+class RetryOverride(_Strict):
+    attempts: int | None = Field(None, ge=1, le=10)
+    backoff_initial: float | None = Field(None, ge=0)
+    backoff_max: float | None = Field(None, ge=0)
+    retry_after_max: float | None = Field(None, ge=0)
+
+
+class BreakerPolicy(_Strict):
+    enabled: bool = True
+    failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    window: float = Field(60.0, gt=0)
+    min_requests: int = Field(10, ge=1)
+    cooldown: float = Field(30.0, gt=0)
+
+
+class ProviderSettings(_Strict):
+    """Overrides for one catalog provider."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: TimeoutsOverride | None = None
+    retry: RetryOverride | None = None
+    enabled: bool = True
+
+
+class TargetSpec(_Strict):
+    model: str
+    weight: float = Field(1.0, gt=0)
+
+
+class ModelAlias(_Strict):
+    targets: tuple[str | TargetSpec, ...] = Field(min_length=1)
+    fallbacks: tuple[str, ...] = ()
+    strategy: Literal["ordered", "weighted", "latency"] = "ordered"
+    name: str | None = None
+    timeouts: TimeoutsOverride | None = None
+    retry: RetryOverride | None = None
+
+
+class GatewayKey(_Strict):
+    name: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=1, repr=False)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    models: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> GatewayKey:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of `key: ${VAR}` or `sha256: <hex digest>`")
+        return self
+
+
+class AuthSettings(_Strict):
+    keys: tuple[GatewayKey, ...] = ()
+    none: bool = Field(False, description="set by `auth: none`: serve without keys on any address")
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    trusted_proxies: tuple[str, ...] = ()
+    access_log: bool = False
+
+
+class PublishSettings(_Strict):
+    id: str = "gateway"
+    name: str = "LLM Gateway"
+    env: str = Field("GATEWAY_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    doc: str = "https://github.com/gateway-llm/gateway#readme"
+    base_url: str | None = None
+    include: Literal["aliases", "available", "all"] = "available"
+    providers: tuple[str, ...] | None = None
+
+
+class StateSettings(_Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+
+
+class Settings(_Strict):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    catalog: tuple[str, ...] = Field(min_length=1)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    models: dict[str, ModelAlias] = Field(default_factory=dict)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    _source: str = PrivateAttr("<memory>")
+
+    @property
+    def source(self) -> str:
+        """The file these settings came from, for messages."""
+        return self._source

@@ -1,0 +1,1 @@
+"""Failover: classify errors, back off, break circuits, and run a plan of targets within one deadline."""

@@ -1,0 +1,1 @@
+"""Relaying upstream answers to the client: SSE framing, the stream relay, usage and cost."""

@@ -1,0 +1,172 @@
+"""Model ids to plans: `provider/model` for every catalog model, aliases from config, client lists.
+
+Routes are resolved once at start-up (targets with their effective timeouts and retry policy), so
+a request only looks a route up and, for weighted or latency strategies, orders its targets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.catalog.schema import Catalog, Model
+from gateway.config.schema import ModelAlias, RetryOverride, RetryPolicy, Settings, Timeouts, TimeoutsOverride
+from gateway.errors import BadRequest, ConfigError, ModelNotFound
+from gateway.upstream.endpoint import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream model reached through one provider, with the policy that applies to it."""
+
+    key: str
+    upstream_model: str
+    endpoint: Endpoint
+    model: Model
+    timeouts: Timeouts
+    retry: RetryPolicy
+    weight: float = 1.0
+
+    @property
+    def provider_id(self) -> str:
+        return self.endpoint.provider_id
+
+    @property
+    def context_limit(self) -> int | None:
+        """Largest prompt the catalog says fits (input limit, else context window); None if unknown."""
+        limit = self.model.limit.input or self.model.limit.context
+        return limit or None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str
+    targets: tuple[Target, ...]
+    fallbacks: tuple[Target, ...]
+    strategy: str
+    total: float
+    is_alias: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The ordered targets to try for one request, and the deadline that bounds them all."""
+
+    model: str
+    targets: tuple[Target, ...]
+    total: float
+
+
+class LatencyTracker:
+    """Exponentially weighted time to first byte per target, for the `latency` strategy."""
+
+    __slots__ = ("_ewma",)
+
+    def __init__(self) -> None:
+        self._ewma: dict[str, float] = {}
+
+    def observe(self, key: str, seconds: float) -> None:
+        previous = self._ewma.get(key)
+        self._ewma[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def get(self, key: str) -> float:
+        return self._ewma.get(key, 0.0)
+
+
+class Router:
+    def __init__(self, catalog: Catalog, settings: Settings, endpoints: Mapping[str, Endpoint]) -> None:
+        self.latency = LatencyTracker()
+        self.routes: dict[str, Route] = {}
+        self._by_provider: dict[str, list[str]] = {}
+        total = settings.timeouts.total
+        for provider in catalog.providers.values():
+            endpoint = endpoints[provider.id]
+            override = settings.providers.get(provider.id)
+            timeouts = _merge_timeouts(settings.timeouts, override.timeouts if override else None)
+            retry = _merge_retry(settings.retry, override.retry if override else None)
+            ids = self._by_provider.setdefault(provider.id, [])
+            for model in provider.models.values():
+                key = f"{provider.id}/{model.id}"
+                target = Target(key, model.id, endpoint, model, timeouts, retry)
+                self.routes[key] = Route(key, (target,), (), "ordered", total, is_alias=False)
+                ids.append(key)
+        for name, alias in settings.models.items():
+            self.routes[name] = self._alias_route(name, alias, settings, catalog, endpoints)
+
+    def resolve(self, model: str, client_models: Sequence[Any] | None = None) -> Plan:
+        """The plan for a request: its model's route, or the client's own `models` order."""
+        if client_models:
+            if not all(isinstance(m, str) for m in client_models):
+                raise BadRequest("`models` must be a list of model ids", param="models")
+            routes = [self.route(m) for m in client_models]
+            seen: set[str] = set()
+            ordered = [t for r in routes for t in self._order(r) if not (t.key in seen or seen.add(t.key))]
+            return Plan(model, tuple(ordered), routes[0].total)
+        route = self.route(model)
+        return Plan(model, self._order(route), route.total)
+
+    def route(self, model: str) -> Route:
+        route = self.routes.get(model)
+        if route is None:
+            raise ModelNotFound(self._not_found_message(model), param="model")
+        return route
+
+    def _order(self, route: Route) -> tuple[Target, ...]:
+        if route.strategy == "ordered" or len(route.targets) < 2:
+            return route.targets + route.fallbacks if route.fallbacks else route.targets
+        if route.strategy == "weighted":
+            # Weighted sampling without replacement (Efraimidis-Spirakis): one key per target, sorted.
+            primary = sorted(route.targets, key=lambda t: random.random() ** (1.0 / t.weight), reverse=True)
+        else:
+            primary = sorted(route.targets, key=lambda t: self.latency.get(t.key))
+        return (*primary, *route.fallbacks)
+
+    def _alias_route(
+        self, name: str, alias: ModelAlias, settings: Settings, catalog: Catalog, endpoints: Mapping[str, Endpoint]
+    ) -> Route:
+        timeouts_override = alias.timeouts
+        total = timeouts_override.total if timeouts_override and timeouts_override.total else settings.timeouts.total
+
+        def build(spec: str, weight: float, where: str) -> Target:
+            provider_id, _, model_id = spec.partition("/")
+            provider = catalog.providers.get(provider_id)
+            if provider is None or not model_id:
+                raise ConfigError(f"{settings.source}: models.{name}.{where}: unknown model `{spec}`; "
+                                  f"use a `provider/model` id from the catalog (gateway check lists them)")
+            base = self.routes.get(spec)
+            model = base.targets[0].model if base else Model(id=model_id, name=model_id)
+            override = settings.providers.get(provider_id)
+            timeouts = _merge_timeouts(_merge_timeouts(settings.timeouts, override.timeouts if override else None),
+                                       timeouts_override)
+            retry = _merge_retry(_merge_retry(settings.retry, override.retry if override else None), alias.retry)
+            return Target(spec, model_id, endpoints[provider_id], model, timeouts, retry, weight)
+
+        targets = []
+        for index, entry in enumerate(alias.targets):
+            spec, weight = (entry, 1.0) if isinstance(entry, str) else (entry.model, entry.weight)
+            targets.append(build(spec, weight, f"targets.{index}"))
+        fallbacks = [build(spec, 1.0, f"fallbacks.{i}") for i, spec in enumerate(alias.fallbacks)]
+        return Route(name, tuple(targets), tuple(fallbacks), alias.strategy, total, is_alias=True)
+
+    def _not_found_message(self, model: str) -> str:
+        provider, _, _ = model.partition("/")
+        candidates: Iterable[str] = self._by_provider.get(provider) or [r for r in self.routes if "/" not in r]
+        close = difflib.get_close_matches(model, list(candidates), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+        return (f"The model `{model}` does not exist on this gateway.{hint} "
+                "List the model ids with GET /v1/models (or `gateway check`).")
+
+
+def _merge_timeouts(base: Timeouts, override: TimeoutsOverride | None) -> Timeouts:
+    if override is None:
+        return base
+    return base.model_copy(update={k: v for k, v in override.model_dump().items() if v is not None})
+
+
+def _merge_retry(base: RetryPolicy, override: RetryOverride | None) -> RetryPolicy:
+    if override is None:
+        return base
+    return base.model_copy(update={k: v for k, v in override.model_dump().items() if v is not None})

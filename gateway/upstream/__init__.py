@@ -1,0 +1,1 @@
+"""Talking to upstream providers: endpoints, transport, wire formats, the built-in echo."""

@@ -1,0 +1,130 @@
+"""The built-in echo upstream: no network, a deterministic answer derived from the prompt.
+
+It answers with the same interface as transport.HttpResponse, so an echo request takes exactly the
+path a real one does (failover, relay, usage, metrics). The reply is "You said: <last user text>",
+streamed word by word; with `tools`, it calls the first tool (or the forced one) with arguments made
+from the tool's JSON schema; after a tool result, it answers "Tool result: <content>".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+_WORDS = re.compile(r"\s*\S+")
+_HEADERS = {"content-type": "application/json"}
+_STREAM_HEADERS = {"content-type": "text/event-stream"}
+
+
+class EchoResponse:
+    __slots__ = ("_chunks", "_index", "headers", "status")
+
+    def __init__(self, chunks: list[bytes], headers: Mapping[str, str]) -> None:
+        self.status = 200
+        self.headers = headers
+        self._chunks = chunks
+        self._index = 0
+
+    async def read_all(self) -> bytes:
+        return b"".join(self._chunks)
+
+    async def read_chunk(self) -> bytes:
+        if self._index >= len(self._chunks):
+            return b""
+        self._index += 1
+        return self._chunks[self._index - 1]
+
+    def release(self) -> None:
+        self._index = len(self._chunks)
+
+    def close(self) -> None:
+        self._index = len(self._chunks)
+
+
+def answer(payload: Mapping[str, Any]) -> EchoResponse:
+    messages = payload.get("messages") or []
+    model = str(payload.get("model", "echo"))
+    stream = bool(payload.get("stream"))
+    options = payload.get("stream_options")
+    with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    text, call = _reply(messages, payload.get("tools"), payload.get("tool_choice"))
+    words = _WORDS.findall(text) if text else []
+    prompt_tokens = sum(len(_text(m)) for m in messages if isinstance(m, dict)) // 4 + len(messages)
+    completion_tokens = max(len(words), 1 if call else 0)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    ident = "chatcmpl-echo-" + hashlib.sha256(orjson.dumps(messages)).hexdigest()[:16]
+    created = int(time.time())
+    finish = "tool_calls" if call else "stop"
+    if not stream:
+        message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+        if call:
+            message["tool_calls"] = [call]
+        body = {"id": ident, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+        return EchoResponse([orjson.dumps(body)], _HEADERS)
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        event = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        return b"data: " + orjson.dumps(event) + b"\n\n"
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if call:
+        head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        chunks.append(chunk({"tool_calls": [{"index": 0, **head}]}))
+        chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
+    chunks.extend(chunk({"content": word}) for word in words)
+    chunks.append(chunk({}, finish))
+    if with_usage:
+        tail = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [], "usage": usage}
+        chunks.append(b"data: " + orjson.dumps(tail) + b"\n\n")
+    chunks.append(b"data: [DONE]\n\n")
+    return EchoResponse(chunks, _STREAM_HEADERS)
+
+
+def _reply(messages: list[Any], tools: Any, tool_choice: Any) -> tuple[str, dict[str, Any] | None]:
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return "Tool result: " + _text(last), None
+    user_text = next((_text(m) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
+    tool = _chosen_tool(tools, tool_choice)
+    if tool is not None:
+        name = str(tool.get("name", "tool"))
+        arguments = _arguments(tool.get("parameters") or {}, user_text)
+        call_id = "call_" + hashlib.sha256(f"{name}:{user_text}".encode()).hexdigest()[:12]
+        return "", {"id": call_id, "type": "function",
+                    "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}}
+    return "You said: " + (user_text or "(nothing)"), None
+
+
+def _chosen_tool(tools: Any, tool_choice: Any) -> dict[str, Any] | None:
+    if not isinstance(tools, list) or not tools or tool_choice == "none":
+        return None
+    functions = [t["function"] for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if isinstance(tool_choice, dict):
+        wanted = (tool_choice.get("function") or {}).get("name")
+        return next((f for f in functions if f.get("name") == wanted), None)
+    return functions[0] if functions else None
+
+
+def _arguments(schema: Mapping[str, Any], user_text: str) -> dict[str, Any]:
+    properties = schema.get("properties") or {}
+    defaults = {"string": user_text, "number": 0, "integer": 0, "boolean": False, "array": [], "object": {}}
+    return {name: defaults.get(str((properties.get(name) or {}).get("type")), user_text)
+            for name in schema.get("required") or ()}
+
+
+def _text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""

@@ -1,0 +1,75 @@
+"""Where and how to call each provider: base URL, outbound headers, and why it may be unusable.
+
+Outbound headers are built here once per provider from the catalog's `env` variables and the
+config's extra headers. Nothing from the client's request is ever copied into them, so the client's
+own Authorization and hop-by-hop headers cannot reach an upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.catalog.schema import Provider
+from gateway.catalog.wire import WireFormat, default_base_url, wire_format
+from gateway.config.schema import ProviderSettings
+
+_URL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    provider_id: str
+    wire: WireFormat | None
+    chat_url: str
+    headers: Mapping[str, str] = field(repr=False)
+    unavailable: str | None = None
+    missing_env: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None
+
+    def scrub(self, text: str) -> str:
+        """Text from an upstream (an error message) with this provider's credentials masked."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def build_endpoint(provider: Provider, override: ProviderSettings | None, environ: Mapping[str, str]) -> Endpoint:
+    override = override or ProviderSettings()
+    wire = wire_format(provider.npm)
+    if wire is None:
+        return _unusable(provider, f"its package {provider.npm} speaks a wire format the gateway does not")
+    if not override.enabled:
+        return _unusable(provider, f"disabled in the config (providers.{provider.id}.enabled)")
+    base = override.base_url or provider.api or default_base_url(provider.npm)
+    if wire == "echo":
+        return Endpoint(provider.id, wire, "echo://", {})
+    if not base:
+        return _unusable(provider, f"no base URL: set providers.{provider.id}.base_url")
+
+    url_vars = _URL_VAR.findall(base)
+    missing = [name for name in url_vars if not environ.get(name)]
+    key_vars = [override.api_key_env] if override.api_key_env else [v for v in provider.env if v not in url_vars]
+    key = next((environ[v] for v in key_vars if environ.get(v)), None)
+    if key is None and key_vars:
+        missing.append(" or ".join(key_vars))
+    if missing:
+        return _unusable(provider, f"credentials not set: {', '.join(missing)}", missing=tuple(missing))
+
+    base = _URL_VAR.sub(lambda m: environ[m.group(1)], base).rstrip("/")
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    headers.update(override.headers)
+    secrets = tuple(s for s in (key, *override.headers.values()) if s and len(s) >= 8)
+    return Endpoint(provider.id, wire, f"{base}/chat/completions", headers, secrets=secrets)
+
+
+def _unusable(provider: Provider, reason: str, missing: tuple[str, ...] = ()) -> Endpoint:
+    return Endpoint(provider.id, wire_format(provider.npm), "", {}, unavailable=reason, missing_env=missing)

@@ -1,0 +1,109 @@
+"""OpenAI chat completions, the pass-through format: rewrite `model`, force usage on streams, read errors.
+
+Pure functions on dicts and bytes: no sockets, no asyncio.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from gateway.errors import UpstreamStatusError
+
+_CONTEXT_HINTS = ("context_length", "context length", "maximum context", "too many tokens", "prompt is too long")
+_POLICY_HINTS = ("content_policy", "content policy", "content_filter", "safety", "moderation")
+
+
+def build_request(body: Mapping[str, Any], upstream_model: str, *, stream: bool) -> dict[str, Any]:
+    """The client's body as sent upstream: only `model` changes, and streams always report usage."""
+    payload = dict(body)
+    payload["model"] = upstream_model
+    # `models` is the client's own fallback list (OpenRouter style); the gateway has already used it.
+    payload.pop("models", None)
+    if stream:
+        options = payload.get("stream_options")
+        payload["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \
+            else {"include_usage": True}
+    return payload
+
+
+def parse_error(status: int, headers: Mapping[str, str], raw: bytes, provider_id: str) -> UpstreamStatusError:
+    error = _error_object(raw)
+    message = str(error.get("message")) if error and error.get("message") else _reason(status)
+    return UpstreamStatusError(
+        f"{provider_id} answered HTTP {status}: {message}",
+        upstream_status=status,
+        upstream_error=error,
+        retry_after=parse_retry_after(headers),
+        error_type=error_type(status, error),
+    )
+
+
+def error_type(status: int, error: Mapping[str, Any] | None) -> str:
+    """The metrics label for an upstream error status (a closed set)."""
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status >= 500 or status == 409:
+        return "upstream_5xx"
+    text = " ".join(str(error.get(k) or "") for k in ("code", "type", "message")).lower() if error else ""
+    if any(hint in text for hint in _CONTEXT_HINTS):
+        return "context_length"
+    if any(hint in text for hint in _POLICY_HINTS):
+        return "content_policy"
+    return "bad_request"
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(document, dict):
+        error = document.get("error")
+        if isinstance(error, dict):
+            return error
+        if isinstance(error, str):
+            return {"message": error}
+        if isinstance(document.get("message"), str):
+            return {"message": document["message"]}
+    return None
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"

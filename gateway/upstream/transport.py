@@ -1,0 +1,119 @@
+"""The only module that imports aiohttp: one pooled client session per process, send and read.
+
+aiohttp's exceptions are mapped here to the gateway's UpstreamError tree, so nothing above this
+module knows which HTTP client moves the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.errors import StreamCut, UpstreamConnectError, UpstreamTimeout
+from gateway.upstream.endpoint import Endpoint
+
+
+class HttpResponse:
+    """An upstream response whose body is read in pieces; close() drops the connection at once."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read_all(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout("the upstream stopped sending its answer", phase="idle") from None
+        except aiohttp.ClientError as exc:
+            raise StreamCut(f"the upstream connection broke while reading the answer ({_name(exc)})") from None
+
+    async def read_chunk(self) -> bytes:
+        """Whatever bytes arrived next; b"" once the body has ended."""
+        try:
+            return await self._response.content.readany()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout("the upstream stream stalled", phase="idle") from None
+        except aiohttp.ClientError as exc:
+            raise StreamCut(f"the upstream stream broke ({_name(exc)})") from None
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class Transport:
+    """One aiohttp session for the whole process, opened in the app's lifespan."""
+
+    def __init__(self, *, limit: int = 0, limit_per_host: int = 0) -> None:
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._limit, limit_per_host=self._limit_per_host, ttl_dns_cache=300, keepalive_timeout=60
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, endpoint: Endpoint, payload: dict[str, Any], *, connect: float, read: float, first_byte: float
+    ) -> HttpResponse:
+        """POST the payload; returns once the status line and headers are in (or raises)."""
+        assert self._session is not None, "Transport.start() was not awaited"
+        timeout = self._timeout(connect, read)
+        try:
+            async with asyncio.timeout(first_byte):
+                response = await self._session.post(
+                    endpoint.chat_url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
+                    allow_redirects=False,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(f"no response from {endpoint.provider_id} within {first_byte:g}s",
+                                  phase="first_byte") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamConnectError(f"connecting to {endpoint.provider_id} timed out after {connect:g}s") \
+                from None
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamTimeout(f"no response from {endpoint.provider_id} within {read:g}s",
+                                  phase="first_byte") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectError(f"cannot connect to {endpoint.provider_id} ({_name(exc)})") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering "
+                                       f"({_name(exc)})") from None
+        return HttpResponse(response)
+
+    def _timeout(self, connect: float, read: float) -> aiohttp.ClientTimeout:
+        key = (connect, read)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # Rounded per-attempt budgets repeat, so a small cache saves building one per request.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+            if len(self._timeouts) < 1024:
+                self._timeouts[key] = timeout
+        return timeout
+
+
+def _name(exc: BaseException) -> str:
+    """The exception's class and text, never a URL with credentials (aiohttp errors carry host:port only)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
