@@ -1,0 +1,113 @@
+"""Shared fixtures: a real gateway on 127.0.0.1 (uvicorn in the test's loop) and a catalog for fake upstreams."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from gateway.app import Gateway, build_app
+from gateway.config.load import parse_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_CATALOG = str(ROOT / "config" / "echo.json")
+
+# Short timeouts and back-offs so failure scenarios finish in well under a second each.
+FAST_POLICY: dict[str, Any] = {
+    "timeouts": {"connect": 1, "first_byte": 1, "first_token": 1, "idle": 1, "response": 2, "total": 5},
+    "retry": {"attempts": 3, "backoff_initial": 0.01, "backoff_max": 0.05},
+}
+
+
+def provider_json(provider_id: str, base_url: str, models: list[dict[str, Any]] | None = None,
+                  env: list[str] | None = None) -> dict[str, Any]:
+    """A single-provider catalog (OpenWork's custom provider layout) pointing at a fake upstream."""
+    return {
+        "id": provider_id,
+        "name": f"Fake {provider_id}",
+        "npm": "@ai-sdk/openai-compatible",
+        "env": env if env is not None else [f"{provider_id.upper()}_API_KEY"],
+        "doc": "https://example.invalid/docs",
+        "api": base_url,
+        "models": models or [model_json("m1")],
+    }
+
+
+def model_json(model_id: str, *, context: int = 128000, output: int = 8192, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": model_id, "name": model_id.upper(), "attachment": False, "reasoning": False, "tool_call": True,
+        "temperature": True, "release_date": "2025-01-01", "last_updated": "2025-01-01", "open_weights": False,
+        "limit": {"context": context, "output": output}, "modalities": {"input": ["text"], "output": ["text"]},
+        "cost": {"input": 1.0, "output": 2.0, "cache_read": 0.5}, **extra,
+    }
+
+
+class RunningGateway:
+    def __init__(self, app: Gateway, base_url: str, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.base_url = base_url
+        self.client = client
+
+    async def chat(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return await self.client.post("/v1/chat/completions", json=body, **kwargs)
+
+
+GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    """Start gateways from a config dict; catalogs given as dicts are written to files first."""
+    servers: list[tuple[uvicorn.Server, socket.socket, httpx.AsyncClient]] = []
+
+    async def start(config: dict[str, Any], *, catalogs: list[dict[str, Any]] = (), environ: dict[str, str] | None = None,
+                    echo: bool = True) -> RunningGateway:
+        paths = []
+        for index, catalog in enumerate(catalogs):
+            path = tmp_path / f"catalog-{len(servers)}-{index}.json"
+            path.write_bytes(orjson.dumps(catalog))
+            paths.append(str(path))
+        if echo:
+            paths.append(ECHO_CATALOG)
+        raw = {**config, "catalog": config.get("catalog", paths)}
+        settings = parse_settings(raw, str(tmp_path / "gateway.yaml"), environ or {})
+        app = build_app(settings, environ or {})
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        uv_config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
+                                   http="httptools", access_log=False)
+        uv_config.load()
+        server = uvicorn.Server(uv_config)
+        server.lifespan = uv_config.lifespan_class(uv_config)
+        await server.startup(sockets=[sock])
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        client = httpx.AsyncClient(base_url=base_url, timeout=30)
+        servers.append((server, sock, client))
+        return RunningGateway(app, base_url, client)
+
+    yield start
+    for server, sock, client in servers:
+        await client.aclose()
+        server.should_exit = True
+        await server.shutdown(sockets=[sock])
+
+
+def sse_events(text: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order (event: lines kept as `event:<name>` markers)."""
+    out = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                out.append("event:" + line[6:].strip())
+            elif line.startswith("data:"):
+                out.append(line[5:].strip())
+    return out
