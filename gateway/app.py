@@ -43,7 +43,7 @@ class Gateway:
         self._chat = ChatCompletions(self.current)
         self._starlette = Starlette(
             routes=[
-                Route("/v1/models", ModelsEndpoint(), methods=["GET"]),
+                Route("/v1/models", ModelsEndpoint().handle, methods=["GET"]),
                 Route("/livez", health.livez, methods=["GET"]),
                 Route("/readyz", health.readyz, methods=["GET"]),
                 Route("/metrics", _metrics, methods=["GET"]),

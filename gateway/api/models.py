@@ -38,7 +38,7 @@ class ModelsEndpoint:
     def __init__(self) -> None:
         self._cache: dict[tuple[int, bool], bytes] = {}
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime()
         only_available = request.query_params.get("available", "").lower() in ("1", "true", "yes")
         key = (id(runtime), only_available)
