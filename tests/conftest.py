@@ -66,8 +66,8 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """Start gateways from a config dict; catalogs given as dicts are written to files first."""
     servers: list[tuple[uvicorn.Server, socket.socket, httpx.AsyncClient]] = []
 
-    async def start(config: dict[str, Any], *, catalogs: list[dict[str, Any]] = (), environ: dict[str, str] | None = None,
-                    echo: bool = True) -> RunningGateway:
+    async def start(config: dict[str, Any], *, catalogs: list[dict[str, Any]] = (),
+                    environ: dict[str, str] | None = None, echo: bool = True) -> RunningGateway:
         paths = []
         for index, catalog in enumerate(catalogs):
             path = tmp_path / f"catalog-{len(servers)}-{index}.json"
