@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, metrics
-from gateway.api import errors, health
+from gateway.api import errors, health, openwork
 from gateway.api.chat import ChatCompletions
 from gateway.api.models import ModelsEndpoint
 from gateway.catalog import load_catalog
@@ -47,6 +47,7 @@ class Gateway:
                 Route("/livez", health.livez, methods=["GET"]),
                 Route("/readyz", health.readyz, methods=["GET"]),
                 Route("/metrics", _metrics, methods=["GET"]),
+                Route("/openwork/provider.json", openwork.provider_json, methods=["GET"]),
             ],
             exception_handlers={
                 HTTPException: errors.http_exception,

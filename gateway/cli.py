@@ -26,12 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate config and catalog; show what is unavailable and why")
     check.add_argument("--config", default=DEFAULT_CONFIG)
 
+    publish = commands.add_parser("publish", help="print the provider JSON for OpenWork (or opencode)")
+    publish.add_argument("--config", default=DEFAULT_CONFIG)
+    publish.add_argument("--base-url", help="the gateway's public URL (default: publish.base_url, else host:port)")
+    publish.add_argument("--format", choices=("openwork", "opencode"), default="openwork")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "publish":
+            return _publish(args)
         return _check(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -55,3 +62,20 @@ def _check(args: argparse.Namespace) -> int:
     text, ok = report(args.config)
     print(text)
     return 0 if ok else 1
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.catalog import load_catalog
+    from gateway.config import load_settings
+    from gateway.publish import opencode_json, provider_json
+    from gateway.runtime import Runtime
+    from gateway.upstream.transport import Transport
+
+    settings = load_settings(args.config)
+    runtime = Runtime.build(settings, load_catalog(settings.catalog), Transport())
+    base_url = args.base_url or settings.publish.base_url or f"http://{settings.server.host}:{settings.server.port}"
+    build = opencode_json if args.format == "opencode" else provider_json
+    print(json.dumps(build(settings.publish, runtime.router, base_url), indent=2))
+    return 0
