@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -111,3 +115,38 @@ def sse_events(text: str) -> list[str]:
             elif line.startswith("data:"):
                 out.append(line[5:].strip())
     return out
+
+
+class GatewayProcess:
+    """`gateway serve` as a real subprocess; ready once uvicorn says it is listening."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), *args], cwd=ROOT,
+            env=dict(os.environ) if env is None else env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        self.output: list[str] = []
+        assert self.process.stdout is not None
+        for line in self.process.stdout:  # blocks until the server reports it listens, or exits
+            self.output.append(line)
+            if "Uvicorn running on" in line or "Application startup failed" in line:
+                break
+        else:
+            raise AssertionError("gateway exited before listening:\n" + "".join(self.output))
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def stop(self) -> str:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._drain.join(timeout=10)
+        return "".join(self.output)
