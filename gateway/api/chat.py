@@ -7,6 +7,7 @@ object, and watches for the client going away so that a disconnect cancels the u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -57,7 +58,8 @@ class ChatCompletions:
             for other in body.get("models") or ():
                 if isinstance(other, str):
                     caller.check_model(other)
-            await _Watched(receive).run(self._complete(runtime, body, len(raw), headers, context, send))
+            watched = _Watched(receive)
+            await watched.run(self._complete(runtime, body, len(raw), headers, context, send, watched))
         except GatewayError as error:
             context.status = error.status
             if isinstance(error, AllTargetsFailed):
@@ -74,7 +76,7 @@ class ChatCompletions:
 
     async def _complete(
         self, runtime: Runtime, body: dict[str, Any], size: int, headers: dict[str, str], context: _Context,
-        send: Send,
+        send: Send, watched: _Watched,
     ) -> None:
         model = context.model
         plan = runtime.router.resolve(model, body.get("models"))
@@ -88,6 +90,7 @@ class ChatCompletions:
         if not stream:
             context.status = 200
             context.usage = (served.parsed or {}).get("usage")
+            watched.finishing = True
             await send_json(send, 200, served.body or b"", out_headers)
             context.done_at = time.monotonic()
             return
@@ -97,10 +100,13 @@ class ChatCompletions:
         context.relay = result
         context.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
-        target = served.target
-        async for piece in relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
-                                 expires=deadline.expires, idle=target.timeouts.idle, result=result):
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        pieces = relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
+                       expires=deadline.expires, idle=served.target.timeouts.idle, result=result)
+        # aclosing: if the client goes away mid-send, the relay (and with it the upstream) closes now.
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        watched.finishing = True
         await send({"type": "http.response.body", "body": b""})
         context.usage = result.usage
 
@@ -130,13 +136,18 @@ class _ClientGone(Exception):
 
 
 class _Watched:
-    """Runs the request while listening for the client's disconnect; a disconnect cancels the work."""
+    """Runs the request while listening for the client's disconnect; a disconnect cancels the work.
 
-    __slots__ = ("_gone", "_receive")
+    Once the last bytes are being sent (`finishing`), the server's own end-of-response signal on
+    receive() must not be mistaken for the client leaving.
+    """
+
+    __slots__ = ("_gone", "_receive", "finishing")
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._gone = False
+        self.finishing = False
 
     async def run(self, work: Any) -> None:
         task = asyncio.current_task()
@@ -156,8 +167,9 @@ class _Watched:
         while True:
             message: Message = await self._receive()
             if message["type"] == "http.disconnect":
-                self._gone = True
-                task.cancel()
+                if not self.finishing:
+                    self._gone = True
+                    task.cancel()
                 return
 
 
