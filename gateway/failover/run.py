@@ -16,6 +16,7 @@ import orjson
 
 from gateway import metrics
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     StreamCut,
     UpstreamError,
@@ -107,9 +108,12 @@ class Executor:
                 if reason[0] == "circuit_open":
                     skipped_open.append(target)
                 continue
+            if state.last_tried is not None:
+                metrics.fallback(plan.model, state.last_tried, target.key)
             served = await self._try_target(target, body, stream, deadline, attempts, errors, state)
             if served is not None:
                 return served
+            state.last_tried = target.key
             if deadline.remaining() <= 0:
                 break
         if skipped_open and not errors and deadline.remaining() > 0:
@@ -119,6 +123,11 @@ class Executor:
             served = await self._try_target(target, body, stream, deadline, attempts, errors, state)
             if served is not None:
                 return served
+        if errors and all(e.error_type == "context_length" for e in errors):
+            raise errors[-1]  # the prompt is too long for every target that could take it: the client's to fix
+        if not errors and attempts and all(a.outcome == "context_length" for a in attempts):
+            raise BadRequest(f"The prompt is too long for every target of `{plan.model}`: {_summary(attempts)}",
+                             code="context_length_exceeded", param="messages")
         raise AllTargetsFailed(plan.model, attempts, errors, deadline.remaining() <= 0)
 
     def _skip_reason(self, target: Target, state: _RunState) -> tuple[str, str] | None:
@@ -177,6 +186,7 @@ class Executor:
                     return None
                 metrics.retry(target.provider_id, target.upstream_model)
                 await asyncio.sleep(delay)
+                state.upstream_seconds += delay  # waiting is policy, not gateway overhead
                 continue
             except BaseException:
                 if breaker is not None:
@@ -252,6 +262,7 @@ class _RunState:
     prompt: int = 0
     requested: int = 0
     targets_tried: int = 0
+    last_tried: str | None = None
     upstream_seconds: float = 0.0
     context_failed_at: int | None = None
 
