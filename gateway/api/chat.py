@@ -64,13 +64,15 @@ class ChatCompletions:
             context.status = error.status
             if isinstance(error, AllTargetsFailed):
                 context.attempts = sum(1 for a in error.attempts if a.tried)
-            await send_error(send, error, request_id)
+            if not context.responding:
+                await send_error(send, error, request_id)
         except _ClientGone:
             context.status = 499
         except Exception:
             errors_log.exception("request %s failed inside the gateway", request_id)
-            context.status = 500
-            await send_error(send, GatewayError("The gateway failed on this request; see its log."), request_id)
+            if not context.responding:  # once headers are out, the stream itself must carry the end
+                context.status = 500
+                await send_error(send, GatewayError("The gateway failed on this request; see its log."), request_id)
         finally:
             _finish(runtime, context)
 
@@ -91,6 +93,7 @@ class ChatCompletions:
             context.status = 200
             context.usage = (served.parsed or {}).get("usage")
             watched.finishing = True
+            context.responding = True
             await send_json(send, 200, served.body or b"", out_headers)
             context.done_at = time.monotonic()
             return
@@ -99,6 +102,7 @@ class ChatCompletions:
         result = RelayResult()
         context.relay = result
         context.status = 200
+        context.responding = True
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
         pieces = relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
                        expires=deadline.expires, idle=served.target.timeouts.idle, result=result)
@@ -114,8 +118,8 @@ class ChatCompletions:
 class _Context:
     """What is known about one request so far, for metrics and the access log."""
 
-    __slots__ = ("attempts", "caller", "done_at", "in_flight", "model", "relay", "request_id", "served",
-                 "started", "status", "usage")
+    __slots__ = ("attempts", "caller", "done_at", "in_flight", "model", "relay", "request_id", "responding",
+                 "served", "started", "status", "usage")
 
     def __init__(self, request_id: str, started: float) -> None:
         self.request_id = request_id
@@ -125,6 +129,7 @@ class _Context:
         self.status = 0
         self.attempts = 0
         self.in_flight = False
+        self.responding = False
         self.served: Served | None = None
         self.relay: RelayResult | None = None
         self.usage: dict[str, Any] | None = None

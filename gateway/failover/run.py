@@ -241,7 +241,10 @@ class Executor:
                     events = served.splitter.feed(data)
                     committed = False
                     for event in events:
-                        committed = _opens_answer(event, target) or committed
+                        # Events after the first content one belong to the relay, malformed or not.
+                        if _opens_answer(event, target):
+                            committed = True
+                            break
                     served.held.extend(events)
                     if committed:
                         served.first_token_at = time.monotonic()

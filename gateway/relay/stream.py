@@ -53,13 +53,26 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     clean = False
     try:
-        out: list[bytes] = []
-        done = _process(held, out, result, wants_usage)
-        if out:
-            result.first_write_at = time.monotonic()
-            yield b"".join(out)
-        while not done:
-            out = []
+        pending = held
+        while True:
+            out: list[bytes] = []
+            try:
+                done = _process(pending, out, result, wants_usage)
+            except _Malformed as exc:
+                if out:
+                    yield b"".join(out)  # what came before the bad chunk is still the client's
+                result.error_type = "malformed"
+                yield error_event({"error": {"message": str(exc), "type": "upstream_error",
+                                             "code": "upstream_malformed", "param": None}})
+                return
+            if out:
+                if result.first_write_at is None:
+                    result.first_write_at = time.monotonic()
+                yield b"".join(out)
+            if done:
+                result.completed = True
+                clean = True
+                return
             try:
                 data = await _read(source, expires, idle)
             except UpstreamError as error:
@@ -74,24 +87,14 @@ async def relay(
             if not data:
                 if result.finished:
                     result.completed = True
-                    yield DONE_EVENT
                     clean = True
+                    yield DONE_EVENT
                     return
                 cut = StreamCut("the upstream stream ended before the answer was complete")
                 result.error_type = cut.error_type
                 yield error_event(cut.to_body())
                 return
-            try:
-                done = _process(splitter.feed(data), out, result, wants_usage)
-            except _Malformed as exc:
-                result.error_type = "malformed"
-                yield error_event({"error": {"message": str(exc), "type": "upstream_error",
-                                             "code": "upstream_malformed", "param": None}})
-                return
-            if out:
-                yield b"".join(out)
-        result.completed = True
-        clean = True
+            pending = splitter.feed(data)
     finally:
         # Reused only when the body was read to its end; otherwise (client gone, upstream broken)
         # the connection is dropped at once, which is what cancels the upstream's work.

@@ -1,0 +1,1 @@
+"""Fakes the tests run against: real servers on loopback."""
