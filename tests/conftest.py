@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -20,6 +21,37 @@ from gateway.app import Gateway, build_app
 from gateway.config.load import parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every log line of the whole run (in-process gateways and subprocesses alike) lands here, and the
+# session fails if any secret a test configured shows up in it: credentials never reach a log.
+LOG_LINES: list[str] = []
+SECRETS: set[str] = set()
+
+
+def secret(value: str) -> str:
+    """Register a credential value a test configures; returns it unchanged."""
+    SECRETS.add(value)
+    return value
+
+
+class _Sink(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        LOG_LINES.append(self.format(record))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sink = _Sink(logging.DEBUG)
+    sink.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(sink)
+    logging.getLogger("gateway").setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = [(s, line) for line in LOG_LINES for s in SECRETS if s in line]
+    if leaks:
+        for value, line in leaks[:10]:
+            print(f"\nSECRET LEAKED INTO THE LOG ({value[:6]}…): {line[:300]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 ECHO_CATALOG = str(ROOT / "config" / "echo.json")
 
 # Short timeouts and back-offs so failure scenarios finish in well under a second each.
@@ -79,7 +111,11 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             paths.append(str(path))
         if echo:
             paths.append(ECHO_CATALOG)
-        raw = {**config, "catalog": config.get("catalog", paths)}
+        for name, value in (environ or {}).items():
+            if name.endswith(("_KEY", "_TOKEN", "_SECRET")):
+                secret(value)
+        server = {"access_log": True, **config.get("server", {})}
+        raw = {**config, "catalog": config.get("catalog", paths), "server": server}
         settings = parse_settings(raw, str(tmp_path / "gateway.yaml"), environ or {})
         app = build_app(settings, environ or {})
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -133,6 +169,7 @@ class GatewayProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:  # blocks until the server reports it listens, or exits
             self.output.append(line)
+            LOG_LINES.append(line)
             if "Uvicorn running on" in line or "Application startup failed" in line:
                 break
         else:
@@ -144,6 +181,7 @@ class GatewayProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.output.append(line)
+            LOG_LINES.append(line)
 
     def stop(self) -> str:
         self.process.terminate()

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, GatewayProcess
+from tests.conftest import LOG_LINES, ROOT, GatewayProcess, secret
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))}
 
 
 def gateway(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**CLEAN_ENV, **(env or {})}, timeout=timeout)
+    for value in (env or {}).values():
+        secret(value)
+    result = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**CLEAN_ENV, **(env or {})}, timeout=timeout)
+    LOG_LINES.extend(result.stderr.splitlines())
+    return result
 
 
 def test_check_lists_providers_and_missing_credentials() -> None:

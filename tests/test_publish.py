@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, GatewayFactory, model_json, provider_json
+from tests.conftest import LOG_LINES, ROOT, GatewayFactory, model_json, provider_json, secret
 
 SECRETS = {"OPENAI_API_KEY": "sk-proj-REALLOOKINGsecret0123456789abcdef", "GROQ_API_KEY": "gsk_secretvalue987654321zyx",
            "GATEWAY_API_KEY": "gw-live-key-5555555555", "TEAM_KEY": "team-key-444444444"}
@@ -34,8 +34,11 @@ def assert_openwork_rules(document: dict[str, Any]) -> None:
 
 
 def run_publish(*args: str, env: dict[str, str] | None = None) -> str:
+    for value in (env or {}).values():
+        secret(value)
     result = subprocess.run([sys.executable, "-m", "gateway", "publish", *args], cwd=ROOT, capture_output=True,
                             text=True, env={**os.environ, **(env or {})}, timeout=60, check=True)
+    LOG_LINES.extend(result.stderr.splitlines())
     return result.stdout
 
 
