@@ -58,6 +58,7 @@ class Gateway:
         )
         self._starlette.state.runtime = self.current
         metrics.set_build_info(__version__)
+        metrics.config_loaded(True, reload=False)
 
     def current(self) -> Runtime:
         return self.runtime
@@ -76,11 +77,11 @@ class Gateway:
             runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self._environ)
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config:\n%s", exc)
-            metrics.config_reload(False)
+            metrics.config_loaded(False, reload=True)
             return False
         self.runtime = runtime
         log.warning("config reloaded from %s", source)
-        metrics.config_reload(True)
+        metrics.config_loaded(True, reload=True)
         return True
 
     @contextlib.asynccontextmanager
@@ -92,6 +93,7 @@ class Gateway:
             yield
         finally:
             await self.transport.close()
+            metrics.worker_exit()
 
 
 async def _metrics(request: Request) -> Response:

@@ -43,7 +43,10 @@ class Runtime:
             for pid, provider in catalog.providers.items()
         }
         router = Router(catalog, settings, endpoints)
-        breakers = Breakers(settings.breaker, _on_circuit_change)
+        watcher = _CircuitWatcher(router)
+        breakers = Breakers(settings.breaker, watcher.changed)
+        watcher.breakers = breakers
+        watcher.publish_all()
         executor = Executor(transport, breakers, router.latency)
         return cls(settings, catalog, endpoints, router, Authenticator(settings.auth), breakers, executor)
 
@@ -53,7 +56,29 @@ class Runtime:
         return any(e.available for e in self.endpoints.values())
 
 
-def _on_circuit_change(key: str, state: State) -> None:
-    provider, _, model = key.partition("/")
-    log.warning("circuit %s for %s", state.name.lower(), key)
-    metrics.circuit_state(provider, model, int(state))
+class _CircuitWatcher:
+    """Turns circuit changes into metrics: per target, and per alias how many of its targets are open."""
+
+    def __init__(self, router: Router) -> None:
+        self.breakers: Breakers | None = None
+        self._aliases: dict[str, tuple[str, ...]] = {}
+        for route in router.routes.values():
+            if route.is_alias:
+                self._aliases[route.id] = tuple(dict.fromkeys(t.key for t in (*route.targets, *route.fallbacks)))
+
+    def changed(self, key: str, state: State) -> None:
+        provider, _, model = key.partition("/")
+        log.warning("circuit %s for %s", state.name.lower(), key)
+        metrics.circuit_state(provider, model, int(state))
+        for alias, keys in self._aliases.items():
+            if key in keys:
+                self._publish(alias, keys)
+
+    def publish_all(self) -> None:
+        for alias, keys in self._aliases.items():
+            self._publish(alias, keys)
+
+    def _publish(self, alias: str, keys: tuple[str, ...]) -> None:
+        assert self.breakers is not None
+        open_ = sum(1 for k in keys if self.breakers.get(k).state is State.OPEN)
+        metrics.alias_targets(alias, len(keys), open_)

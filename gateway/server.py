@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
 import tempfile
 
 import uvicorn
@@ -56,7 +57,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     os.environ[_CONFIG_ENV] = settings.source
     directory = tempfile.mkdtemp(prefix="gateway-metrics-")
     metrics.setup_multiprocess(directory)
-    uvicorn.run("gateway.server:worker_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    try:
+        uvicorn.run("gateway.server:worker_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def worker_app() -> object:

@@ -80,11 +80,11 @@ class ChatCompletions:
         self, runtime: Runtime, body: dict[str, Any], size: int, headers: dict[str, str], context: _Context,
         send: Send, watched: _Watched,
     ) -> None:
-        model = context.model
-        plan = runtime.router.resolve(model, body.get("models"))
+        plan = runtime.router.resolve(context.model, body.get("models"))
+        context.label = context.model  # a known id from here on: safe as a metrics label
         deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
         stream = body.get("stream") is True
-        metrics.request_started(model)
+        metrics.in_flight(context.label, 1)
         context.in_flight = True
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size)
         context.served = served
@@ -118,14 +118,15 @@ class ChatCompletions:
 class _Context:
     """What is known about one request so far, for metrics and the access log."""
 
-    __slots__ = ("attempts", "caller", "done_at", "in_flight", "model", "relay", "request_id", "responding",
-                 "served", "started", "status", "usage")
+    __slots__ = ("attempts", "caller", "done_at", "in_flight", "label", "model", "relay", "request_id",
+                 "responding", "served", "started", "status", "usage")
 
     def __init__(self, request_id: str, started: float) -> None:
         self.request_id = request_id
         self.started = started
         self.caller = "-"
         self.model = ""
+        self.label = "unknown"  # the model id as a metrics label: only ids the gateway knows
         self.status = 0
         self.attempts = 0
         self.in_flight = False
@@ -251,13 +252,14 @@ def _finish(runtime: Runtime, context: _Context) -> None:
         elif context.done_at is not None:
             overhead = max(0.0, context.done_at - context.started - served.upstream_seconds)
     if context.in_flight:
-        metrics.request_finished(context.model, provider, context.status, duration, overhead, ttft)
+        metrics.in_flight(context.label, -1)
+    metrics.request_finished(context.label, provider, context.status, duration, overhead, ttft)
     usage = Usage.from_openai(context.usage) if isinstance(context.usage, dict) else None
     cost = None
     if served is not None and usage is not None:
         target = served.target
         cost = usage.cost(target.model.cost)
-        metrics.usage(context.model, provider, target.upstream_model, usage.input, usage.output, usage.cached,
+        metrics.usage(context.label, provider, target.upstream_model, usage.input, usage.output, usage.cached,
                       usage.reasoning, cost)
     if context.relay is not None and served is not None:
         metrics.stream_chunks(provider, context.relay.chunks)
