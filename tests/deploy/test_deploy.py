@@ -6,6 +6,7 @@ A tool that is missing skips its test locally; in CI (CI set) a missing tool is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -91,8 +92,10 @@ async def test_promtool_check_metrics_on_a_live_scrape(start_gateway: Any) -> No
     gw = await start_gateway({})
     await gw.chat({"model": "echo/echo", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     scrape = (await gw.client.get("/metrics")).text
-    result = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    check = await asyncio.create_subprocess_exec(promtool, "check", "metrics", stdin=asyncio.subprocess.PIPE,
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await check.communicate(scrape.encode())
+    assert check.returncode == 0, out.decode()
 
 
 def free_port() -> int:
