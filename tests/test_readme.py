@@ -26,3 +26,11 @@ def test_readme_complete_config_example_loads_and_routes() -> None:
     assert [t.key for t in router.resolve("smart").targets] == [
         "openai/gpt-5", "anthropic/claude-sonnet-4-5", "groq/llama-3.3-70b-versatile"]
     assert router.routes["balanced"].strategy == "weighted"
+
+
+def test_readme_documents_every_metric() -> None:
+    from gateway.metrics import METRICS_DOC
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name, *_ in METRICS_DOC if f"| `{name}` |" not in readme]
+    assert not missing, f"metrics missing from README's Operations table: {missing}"
