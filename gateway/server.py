@@ -46,7 +46,8 @@ def check_bind(settings: Settings, host: str) -> str:
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     log.info("gateway on http://%s:%d (%s)", host, port, check_bind(settings, host))
     common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "access_log": False,
-              "log_level": "info", "lifespan": "on", "timeout_graceful_shutdown": 30}
+              "log_level": "info", "lifespan": "on", "timeout_graceful_shutdown": 30,
+              "server_header": False}
     if workers == 1:
         from gateway.app import build_app
 

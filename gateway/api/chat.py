@@ -158,7 +158,7 @@ class _Watched:
     async def run(self, work: Any) -> None:
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.ensure_future(self._watch(task))
+        watcher = task.get_loop().create_task(self._watch(task))
         try:
             await work
         except asyncio.CancelledError:

@@ -209,20 +209,25 @@ class Executor:
         if target.endpoint.wire == "echo":
             response: UpstreamResponse = echo.answer(payload)
         else:
-            read = timeouts.idle if stream else timeouts.response
-            first_byte = deadline.cap(timeouts.first_byte if stream else timeouts.response)
-            if first_byte <= 0:
+            remaining = deadline.remaining()
+            if remaining <= 0:
                 raise UpstreamTimeout("the request deadline ran out before this attempt", phase="deadline")
-            response = await self._transport.send(
-                target.endpoint, payload, connect=timeouts.connect, read=read, first_byte=first_byte
-            )
+            if stream:
+                response = await self._transport.send(target.endpoint, payload, connect=timeouts.connect,
+                                                      read=timeouts.idle,
+                                                      first_byte=min(timeouts.first_byte, remaining))
+            else:
+                # One aiohttp timer bounds the whole answer: the response timeout or the deadline.
+                total = timeouts.response if timeouts.response < remaining else remaining
+                response = await self._transport.send(target.endpoint, payload, connect=timeouts.connect,
+                                                      read=total, total=total)
         try:
             if response.status >= 400:
-                raw = await _read_with_deadline(response, deadline)
+                raw = await response.read_all()
                 raise openai_chat.parse_error(response.status, response.headers, raw, target.provider_id)
             if stream and "text/event-stream" in response.headers.get("content-type", ""):
                 return await self._open_stream(target, response, deadline)
-            raw = await _read_with_deadline(response, deadline)
+            raw = await response.read_all()
             return _whole_answer(target, response, raw, stream)
         except BaseException:
             response.close()
@@ -307,14 +312,6 @@ def _whole_answer(target: Target, response: UpstreamResponse, raw: bytes, stream
         raise UpstreamProtocolError(f"{target.provider_id} answered a stream request with a whole answer")
     response.release()
     return Served(target, response, [], 0, 0.0, body=raw, parsed=parsed)
-
-
-async def _read_with_deadline(response: UpstreamResponse, deadline: Deadline) -> bytes:
-    try:
-        async with asyncio.timeout(deadline.cap(deadline.remaining())):
-            return await response.read_all()
-    except TimeoutError:
-        raise UpstreamTimeout("the request deadline ran out while reading the answer", phase="deadline") from None
 
 
 def _prompt_tokens(body: dict[str, Any], plan: Plan, body_size: int) -> int:

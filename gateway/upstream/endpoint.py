@@ -63,7 +63,7 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
         return _unusable(provider, f"credentials not set: {', '.join(missing)}", missing=tuple(missing))
 
     base = _URL_VAR.sub(lambda m: environ[m.group(1)], base).rstrip("/")
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
     headers.update(override.headers)

@@ -58,15 +58,19 @@ class Transport:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float, float, float | None], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
             limit=self._limit, limit_per_host=self._limit_per_host, ttl_dns_cache=300, keepalive_timeout=60
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+            connector=connector,
+            # Upstream cookies must never be kept: they would be shared by every client of the gateway.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # Answers are relayed byte for byte, so ask for them uncompressed and never decode them.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
     async def close(self) -> None:
@@ -75,25 +79,34 @@ class Transport:
             self._session = None
 
     async def send(
-        self, endpoint: Endpoint, payload: dict[str, Any], *, connect: float, read: float, first_byte: float
+        self, endpoint: Endpoint, payload: dict[str, Any], *, connect: float, read: float,
+        total: float | None = None, first_byte: float | None = None,
     ) -> HttpResponse:
-        """POST the payload; returns once the status line and headers are in (or raises)."""
+        """POST the payload; returns once the status line and headers are in (or raises).
+
+        `total` bounds everything up to the end of the body (whole answers); `first_byte` bounds only
+        the wait for the headers (streams, whose body is bounded chunk by chunk by `read`).
+        """
         assert self._session is not None, "Transport.start() was not awaited"
-        timeout = self._timeout(connect, read)
+        timeout = self._timeout(connect, read, total)
         try:
-            async with asyncio.timeout(first_byte):
+            if first_byte is None:
                 response = await self._session.post(
                     endpoint.chat_url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
                     allow_redirects=False,
                 )
-        except TimeoutError:
-            raise UpstreamTimeout(f"no response from {endpoint.provider_id} within {first_byte:g}s",
-                                  phase="first_byte") from None
+            else:
+                async with asyncio.timeout(first_byte):
+                    response = await self._session.post(
+                        endpoint.chat_url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
+                        allow_redirects=False,
+                    )
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamConnectError(f"connecting to {endpoint.provider_id} timed out after {connect:g}s") \
                 from None
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamTimeout(f"no response from {endpoint.provider_id} within {read:g}s",
+        except TimeoutError:
+            waited = first_byte if first_byte is not None else (total or read)
+            raise UpstreamTimeout(f"no response from {endpoint.provider_id} within {waited:g}s",
                                   phase="first_byte") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"cannot connect to {endpoint.provider_id} ({_name(exc)})") from None
@@ -102,13 +115,13 @@ class Transport:
                                        f"({_name(exc)})") from None
         return HttpResponse(response)
 
-    def _timeout(self, connect: float, read: float) -> aiohttp.ClientTimeout:
-        key = (connect, read)
+    def _timeout(self, connect: float, read: float, total: float | None) -> aiohttp.ClientTimeout:
+        key = (connect, read, total)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            # Rounded per-attempt budgets repeat, so a small cache saves building one per request.
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-            if len(self._timeouts) < 1024:
+            # Policy values repeat, so a small cache saves building one per request.
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+            if len(self._timeouts) < 256:
                 self._timeouts[key] = timeout
         return timeout
 
