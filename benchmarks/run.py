@@ -149,87 +149,96 @@ async def measure(settings: Settings, label: str) -> str:
                        "benchmark upstream on", env)
     gateway = Process([sys.executable, "-m", "gateway", "serve", "--config", str(config)], gateway_core,
                       "Uvicorn running on", env)
+    bare_port = free_port()
+    bare = Process([sys.executable, "-m", "benchmarks.bare_proxy", "--port", str(bare_port), "--upstream",
+                    f"http://127.0.0.1:{upstream_port}/v1/chat/completions"], gateway_core, "Uvicorn running on")
     direct = Target("direct", f"http://127.0.0.1:{upstream_port}/v1/chat/completions", "fast")
     via = Target("gateway", f"http://127.0.0.1:{gateway_port}/v1/chat/completions", "bench",
                  {"Authorization": f"Bearer {KEY}"})
-    rows: list[tuple[str, str, str, str]] = []
+    proxy = Target("bare", f"http://127.0.0.1:{bare_port}/v1/chat/completions", "fast")
+    rows: list[tuple[str, str, str, str, str]] = []
     phases: dict[str, float] = {}
     try:
         idle_rss = gateway.memory_mb()
         started = time.perf_counter()
         await throughput(via, 32, min(2.0, settings.seconds))  # warm-up: pools, caches, JIT-free paths
-        # (a) throughput at fixed concurrency, interleaved, with the gateway's CPU per request.
+        # (a) throughput at fixed concurrency, interleaved, with CPU per request of each proxy.
         for connections in (32, 128):
-            results: dict[str, list[Throughput]] = {"direct": [], "gateway": []}
-            cpu = 0.0
+            results: dict[str, list[Throughput]] = {"direct": [], "bare": [], "gateway": []}
+            cpu = {"bare": 0.0, "gateway": 0.0}
             for _ in range(2):
                 results["direct"].append(await throughput(direct, connections, settings.seconds))
-                before = gateway.cpu_seconds()
-                results["gateway"].append(await throughput(via, connections, settings.seconds))
-                cpu += gateway.cpu_seconds() - before
-            d = sum(r.rps for r in results["direct"]) / 2
-            g = sum(r.rps for r in results["gateway"]) / 2
+                for target, process in ((proxy, bare), (via, gateway)):
+                    before = process.cpu_seconds()
+                    results[target.name].append(await throughput(target, connections, settings.seconds))
+                    cpu[target.name] += process.cpu_seconds() - before
+            d, b, g = (sum(r.rps for r in results[k]) / 2 for k in ("direct", "bare", "gateway"))
             errors = sum(r.errors for r in results["gateway"])
-            rows.append((f"throughput, {connections} connections (req/s)", f"{d:,.0f}", f"{g:,.0f}",
-                         f"{g / d:.2f}x" + (f" ({errors} errors)" if errors else "")))
+            rows.append((f"throughput, {connections} connections (req/s)", f"{d:,.0f}", f"{b:,.0f}", f"{g:,.0f}",
+                         f"{g / d:.2f}x direct, {g / b:.2f}x bare" + (f" ({errors} errors)" if errors else "")))
             if connections == 32:
-                requests = sum(r.requests for r in results["gateway"])
-                rows.append(("gateway CPU per request (ms)", "", f"{cpu / requests * 1000:.3f}", "target <= 0.25"))
+                per = {k: cpu[k] / sum(r.requests for r in results[k]) * 1000 for k in cpu}
+                rows.append(("CPU per request (ms)", "", f"{per['bare']:.3f}", f"{per['gateway']:.3f}",
+                             f"{per['gateway'] / per['bare']:.2f}x bare"))
         phases["throughput"] = time.perf_counter() - started
 
         # (b) added latency at a fixed open-loop rate, measured from the scheduled send time.
         started = time.perf_counter()
         for rate in (20, 200):
-            lat: dict[str, list[float]] = {"direct": [], "gateway": []}
+            lat: dict[str, list[float]] = {"direct": [], "bare": [], "gateway": []}
             for _ in range(2):
-                lat["direct"] += await open_loop(direct, rate, settings.latency_seconds / 2)
-                lat["gateway"] += await open_loop(via, rate, settings.latency_seconds / 2)
+                for target in (direct, proxy, via):
+                    lat[target.name] += await open_loop(target, rate, settings.latency_seconds / 2)
             for q in (50, 99):
-                d, g = percentile(lat["direct"], q) * 1000, percentile(lat["gateway"], q) * 1000
-                rows.append((f"latency at {rate} req/s, p{q} (ms)", f"{d:.2f}", f"{g:.2f}", f"+{g - d:.2f} ms"))
+                d, b, g = (percentile(lat[k], q) * 1000 for k in ("direct", "bare", "gateway"))
+                rows.append((f"latency at {rate} req/s, p{q} (ms)", f"{d:.2f}", f"{b:.2f}", f"{g:.2f}",
+                             f"+{g - d:.2f} ms (bare +{b - d:.2f})"))
         phases["latency"] = time.perf_counter() - started
 
         # (c) streaming: TTFT and throughput of many concurrent paced streams.
         started = time.perf_counter()
         stats: dict[str, StreamStats] = {}
-        for target in (direct, via):
+        for target in (direct, proxy, via):
             stats[target.name] = await streams(target, settings.stream_concurrency, settings.stream_seconds,
                                                settings.stream_chunks, settings.stream_interval_ms)
         n, c = settings.stream_concurrency, settings.stream_chunks
-        d, g = stats["direct"], stats["gateway"]
+        d, b, g = stats["direct"], stats["bare"], stats["gateway"]
         for q in (50, 99):
-            dt, gt = percentile(d.ttft, q) * 1000, percentile(g.ttft, q) * 1000
-            rows.append((f"stream TTFT p{q}, {n} concurrent (ms)", f"{dt:.2f}", f"{gt:.2f}", f"+{gt - dt:.2f} ms"))
+            dt, bt, gt = (percentile(x.ttft, q) * 1000 for x in (d, b, g))
+            rows.append((f"stream TTFT p{q}, {n} concurrent (ms)", f"{dt:.2f}", f"{bt:.2f}", f"{gt:.2f}",
+                         f"+{gt - dt:.2f} ms (bare +{bt - dt:.2f})"))
         rows.append((f"streams/s, {n} concurrent {c}-chunk streams", f"{d.streams_per_second:,.1f}",
-                     f"{g.streams_per_second:,.1f}", f"{g.streams_per_second / d.streams_per_second:.2f}x"
+                     f"{b.streams_per_second:,.1f}", f"{g.streams_per_second:,.1f}",
+                     f"{g.streams_per_second / d.streams_per_second:.2f}x direct"
                      + (f" ({g.incomplete} incomplete)" if g.incomplete else "")))
-        rows.append(("chunks/s", f"{d.chunks_per_second:,.0f}", f"{g.chunks_per_second:,.0f}",
-                     f"{g.chunks_per_second / d.chunks_per_second:.2f}x"))
+        rows.append(("chunks/s", f"{d.chunks_per_second:,.0f}", f"{b.chunks_per_second:,.0f}",
+                     f"{g.chunks_per_second:,.0f}", f"{g.chunks_per_second / d.chunks_per_second:.2f}x direct"))
         phases["streams"] = time.perf_counter() - started
 
         # (d, e) memory: idle, peak, and flat across a long run.
         started = time.perf_counter()
         before = gateway.memory_mb()
         done = 0
-        rate = max(1.0, next(float(r[2].replace(",", "")) for r in rows if r[0].startswith("throughput, 32")))
+        rate = max(1.0, next(float(r[3].replace(",", "")) for r in rows if r[0].startswith("throughput, 32")))
         while done < settings.soak:
             left = settings.soak - done
             result = await throughput(via, 32, min(120.0, max(1.0, left / rate * 1.05)))
             done += result.requests
         after = gateway.memory_mb()
-        rows.append(("gateway RSS idle / peak (MB)", "", f"{idle_rss:.1f} / {gateway.memory_mb('VmHWM'):.1f}",
+        rows.append(("RSS idle / peak (MB)", "", "", f"{idle_rss:.1f} / {gateway.memory_mb('VmHWM'):.1f}",
                      "target idle <= 80"))
-        rows.append((f"gateway RSS before / after {done:,} requests (MB)", "", f"{before:.1f} / {after:.1f}",
+        rows.append((f"RSS before / after {done:,} requests (MB)", "", "", f"{before:.1f} / {after:.1f}",
                      f"{after - before:+.1f} MB"))
         phases["soak"] = time.perf_counter() - started
     finally:
         gateway.stop()
+        bare.stop()
         upstream.stop()
 
     upstream_ceiling = await upstream_only(load_core)
     lines = [f"### {label}", "", machine(gateway_core, load_core), "",
-             "| measure | direct | through the gateway | gateway vs direct |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+             "| measure | direct | bare proxy | gateway | gateway vs |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", f"Upstream's own ceiling (wrk straight at it, one core): {upstream_ceiling}.",
               f"Load tool: {'wrk' if wrk_available() else 'asyncio client (wrk not installed)'}. "
               "Phases: " + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items()) + "."]
