@@ -24,7 +24,7 @@ def provider_json(publish: PublishSettings, router: Router, base_url: str) -> di
         "name": publish.name,
         "npm": NPM,
         "env": [publish.env],
-        "doc": publish.doc,
+        "doc": publish.doc or f"{api_url(base_url)}/models",
         "api": api_url(base_url),
         "models": [_entry(route) for route in published_routes(publish, router)],
     }

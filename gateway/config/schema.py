@@ -110,7 +110,7 @@ class PublishSettings(_Strict):
     id: str = "gateway"
     name: str = "LLM Gateway"
     env: str = Field("GATEWAY_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    doc: str = "https://github.com/gateway-llm/gateway#readme"
+    doc: str | None = Field(None, description="docs link for users; default: the gateway's /v1/models listing")
     base_url: str | None = None
     include: Literal["aliases", "available", "all"] = "available"
     providers: tuple[str, ...] | None = None
