@@ -143,18 +143,8 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(
 ) -> None:
     prometheus = tool("prometheus")
     server, up = live_gateway
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: [{ALERTS}]\n"
-        "scrape_configs:\n  - job_name: gateway\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n")
-    process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, api, log = start_prometheus(prometheus, server.port, tmp_path)
     try:
-        api = f"http://127.0.0.1:{port}/api/v1"
         send_traffic(server, up)
         queries = [(title, _concrete(expr)) for title, expr in panel_queries()]
         pending: dict[str, str] = {}
@@ -163,23 +153,46 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(
         while time.monotonic() < deadline:
             pending = {}
             for title, expr in queries:
-                try:
-                    answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
-                except httpx.TransportError:
-                    pending[title] = "prometheus not up yet"
-                    continue
+                answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
                 assert answer["status"] == "success", (title, expr, answer)
                 if not answer["data"]["result"]:
                     pending[title] = expr
             if not pending:
                 break
             time.sleep(1)
-        assert not pending, f"panels without data: {pending}"
+        assert not pending, f"panels without data: {pending}\nprometheus log: {log.read_text()[-2000:]}"
         rules = httpx.get(f"{api}/rules", timeout=5).json()
         assert all(r["health"] == "ok" for g in rules["data"]["groups"] for r in g["rules"]), rules
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def start_prometheus(binary: str, gateway_port: int, work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """A real Prometheus on 127.0.0.1 scraping the gateway every second; ready when /-/ready says so."""
+    config = work / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: [{ALERTS}]\n"
+        "scrape_configs:\n  - job_name: gateway\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{gateway_port}']}}]\n")
+    log = work / "prometheus.log"
+    for _ in range(3):  # a free port can be taken between our probe and Prometheus binding it
+        port = free_port()
+        with log.open("wb") as sink:
+            process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
+                                        f"--web.listen-address=127.0.0.1:{port}"], stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
+                    return process, f"http://127.0.0.1:{port}/api/v1", log
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)  # an external process starting up: bounded polling is the only way to know
+        process.terminate()
+        process.wait(timeout=30)
+    raise AssertionError(f"prometheus did not start: {log.read_text()[-2000:]}")
 
 
 def _concrete(expr: str) -> str:
