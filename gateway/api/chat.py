@@ -110,6 +110,9 @@ class ChatCompletions:
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if result.error_type is not None and runtime.breakers.enabled:
+            # A target that breaks streams after they started is unhealthy even though it "served".
+            runtime.breakers.get(served.target.key).record_failure(time.monotonic())
         watched.finishing = True
         await send({"type": "http.response.body", "body": b""})
         context.usage = result.usage

@@ -319,3 +319,16 @@ async def test_all_circuits_open_tries_the_one_that_recovers_first(start_gateway
         response = await gw.chat({"model": "pair", **ASK})
         assert response.status_code == 200
         assert models_seen(up) == ["m2"]
+
+
+async def test_streams_cut_after_content_count_against_the_target(start_gateway: GatewayFactory) -> None:
+    async with FakeUpstream() as up:
+        up.script(cut_after(1, "one two"), cut_after(1, "one two"))
+        gw = await gateway(start_gateway, up, breaker={"failures": 2, "cooldown": 60})
+        for _ in range(2):
+            events = sse_events((await gw.chat({"model": "pair", "stream": True, **ASK})).text)
+            assert events[-2] == "event:error"
+        assert gw.app.runtime.breakers.get("acme/m1").state.name == "OPEN"
+        up.reset_log()
+        assert (await complete_text(gw, "pair", True))[:2] == (200, "Hello from upstream")
+        assert models_seen(up) == ["m2"]
