@@ -102,19 +102,20 @@ class ChatCompletions:
         result = RelayResult()
         context.relay = result
         context.status = 200
-        context.responding = True
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
-        pieces = relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
-                       expires=deadline.expires, idle=served.target.timeouts.idle, result=result)
-        # aclosing: if the client goes away mid-send, the relay (and with it the upstream) closes now.
-        async with contextlib.aclosing(pieces):
-            async for piece in pieces:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-        if result.error_type is not None and runtime.breakers.enabled:
-            # A target that breaks streams after they started is unhealthy even though it "served".
-            runtime.breakers.get(served.target.key).record_failure(time.monotonic())
-        watched.finishing = True
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            context.responding = True
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
+            pieces = relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
+                           expires=deadline.expires, idle=served.target.timeouts.idle, result=result)
+            # aclosing: if the client goes away mid-send, the relay (and with it the upstream) closes now.
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+            watched.finishing = True
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            served.response.close()  # a no-op after a clean end; otherwise the upstream is dropped now
+            _judge_stream(runtime, served, result)
         context.usage = result.usage
 
 
@@ -180,6 +181,19 @@ class _Watched:
                     self._gone = True
                     task.cancel()
                 return
+
+
+def _judge_stream(runtime: Runtime, served: Served, result: RelayResult) -> None:
+    """A stream's target is judged when the stream ends: one that breaks streams is unhealthy."""
+    if not runtime.breakers.enabled:
+        return
+    breaker = runtime.breakers.get(served.target.key)
+    if result.error_type is not None:
+        breaker.record_failure(time.monotonic())
+    elif result.completed:
+        breaker.record_success(time.monotonic())
+    else:
+        breaker.release_probe()  # the client left: no verdict on the upstream
 
 
 def _served_headers(served: Served, request_id: str) -> list[tuple[bytes, bytes]]:

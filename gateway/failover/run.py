@@ -194,8 +194,8 @@ class Executor:
                 raise
             now = time.monotonic()
             state.upstream_seconds += now - started
-            if breaker is not None:
-                breaker.record_success(now)
+            if breaker is not None and not stream:
+                breaker.record_success(now)  # a stream is judged when it ends (api/chat.py)
             self._latency.observe(target.key, now - started)
             metrics.attempt(target.provider_id, target.upstream_model, "success")
             attempts.append(Attempt(target.key, "success", "served"))
