@@ -99,7 +99,7 @@ class Router:
     def resolve(self, model: str, client_models: Sequence[Any] | None = None) -> Plan:
         """The plan for a request: its model's route, or the client's own `models` order."""
         if client_models:
-            if not all(isinstance(m, str) for m in client_models):
+            if not isinstance(client_models, list) or not all(isinstance(m, str) for m in client_models):
                 raise BadRequest("`models` must be a list of model ids", param="models")
             routes = [self.route(m) for m in client_models]
             seen: set[str] = set()

@@ -42,7 +42,7 @@ class ChatCompletions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
-        request_id = headers.get("x-request-id") or new_request_id()
+        request_id = _request_id(headers.get("x-request-id"))
         runtime = self._runtime()
         context = RequestRecord(request_id, started)
         try:
@@ -54,7 +54,8 @@ class ChatCompletions:
             body = _parse(raw)
             context.model = body["model"]
             caller.check_model(context.model)
-            for other in body.get("models") or ():
+            others = body.get("models")
+            for other in others if isinstance(others, list) else ():
                 if isinstance(other, str):
                     caller.check_model(other)
             watched = _Watched(receive)
@@ -216,6 +217,13 @@ def _parse(raw: bytes) -> dict[str, Any]:
     if not isinstance(body.get("messages"), list):
         raise BadRequest("`messages` is required and must be a list.", param="messages")
     return body
+
+
+def _request_id(given: str | None) -> str:
+    """The client's x-request-id when it is a sane token (it ends up in logs), else a new one."""
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return new_request_id()
 
 
 def _deadline_seconds(total: float, header: str | None) -> float:

@@ -140,3 +140,11 @@ async def test_not_ready_when_no_provider_is_callable(start_gateway: GatewayFact
     response = await gw.chat({**HELLO, "model": "acme/m1"})
     assert response.status_code == 503
     assert "ACME_API_KEY" in response.json()["error"]["message"]
+
+
+async def test_client_models_must_be_a_list_and_request_ids_are_bounded(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway({})
+    bad = await gw.chat({**HELLO, "models": "echo/echo"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "models"
+    huge = await gw.chat(HELLO, headers={"x-request-id": "x" * 500})
+    assert huge.status_code == 200 and len(huge.headers["x-request-id"]) < 64
