@@ -40,6 +40,8 @@ class _Spec:
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
     multiprocess_mode: str = "all"  # how worker processes combine (gauges)
+    unit: str = ""
+    otel: str = ""  # the OpenTelemetry GenAI semantic convention it corresponds to, if any
 
 
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -47,67 +49,52 @@ _TTFT = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 REQUESTS = _Spec("gateway_requests_total", "counter",
-                 "Client requests by model asked, provider that served, HTTP status.", ("model", "provider", "status"))
+                 "Client requests by model asked, provider that served, HTTP status.", ("model", "provider", "status"),
+                 unit="requests", otel="gen_ai.client.operation.duration (its count)")
 DURATION = _Spec("gateway_request_duration_seconds", "histogram",
-                 "Whole request duration, retries and fallbacks included.", ("model", "provider"), _LATENCY)
+                 "Whole request duration, retries and fallbacks included.", ("model", "provider"), _LATENCY,
+                 unit="seconds", otel="gen_ai.server.request.duration / gen_ai.client.operation.duration")
 TTFT = _Spec("gateway_time_to_first_token_seconds", "histogram",
-             "Streams: request start to first content sent to the client.", ("model", "provider"), _TTFT)
+             "Streams: request start to first content sent to the client.", ("model", "provider"), _TTFT,
+             unit="seconds", otel="gen_ai.server.time_to_first_token")
 OVERHEAD = _Spec("gateway_overhead_seconds", "histogram",
                  "Time the gateway itself adds: the request minus upstream and back-off time.", ("provider",),
-                 _OVERHEAD)
+                 _OVERHEAD, unit="seconds")
 ATTEMPTS = _Spec("gateway_upstream_attempts_total", "counter",
-                 "Upstream attempts by outcome (success or an error type).", ("provider", "upstream_model", "outcome"))
+                 "Upstream attempts by outcome (success or an error type).", ("provider", "upstream_model", "outcome"),
+                 unit="attempts")
 RETRIES = _Spec("gateway_retries_total", "counter", "Retries of the same target after a retryable failure.",
-                ("provider", "upstream_model"))
+                ("provider", "upstream_model"), unit="retries")
 FALLBACKS = _Spec("gateway_fallbacks_total", "counter", "Moves from one target to the next within a request.",
-                  ("model", "from_target", "to_target"))
+                  ("model", "from_target", "to_target"), unit="fallbacks")
 TOKENS = _Spec("gateway_tokens_total", "counter", "Tokens reported by the upstream that served, by type.",
-               ("model", "provider", "upstream_model", "type"))
+               ("model", "provider", "upstream_model", "type"), unit="tokens",
+               otel="gen_ai.client.token.usage (gen_ai.token.type = input / output)")
 COST = _Spec("gateway_cost_usd_total", "counter", "Cost in USD at catalog prices, for the attempt that served.",
-             ("model", "provider", "upstream_model"))
+             ("model", "provider", "upstream_model"), unit="US dollars")
 IN_FLIGHT = _Spec("gateway_in_flight_requests", "gauge", "Requests being served now.", ("model",),
-                  multiprocess_mode="livesum")
-CHUNKS = _Spec("gateway_stream_chunks_total", "counter", "SSE chunks relayed to clients.", ("provider",))
+                  multiprocess_mode="livesum", unit="requests")
+CHUNKS = _Spec("gateway_stream_chunks_total", "counter", "SSE chunks relayed to clients.", ("provider",), unit="chunks")
 CIRCUIT = _Spec("gateway_circuit_state", "gauge", "Circuit per target: 0 closed, 1 half-open, 2 open.",
-                ("provider", "upstream_model"), multiprocess_mode="livemostrecent")
+                ("provider", "upstream_model"), multiprocess_mode="livemostrecent",
+                unit="0 closed, 1 half-open, 2 open")
 ALIAS_TARGETS = _Spec("gateway_alias_targets", "gauge", "Targets (and fallbacks) of each alias.", ("model",),
-                      multiprocess_mode="livemax")
+                      multiprocess_mode="livemax", unit="targets")
 ALIAS_OPEN = _Spec("gateway_alias_targets_open", "gauge", "Targets of each alias whose circuit is open.", ("model",),
-                   multiprocess_mode="livemax")
-RELOADS = _Spec("gateway_config_reloads_total", "counter", "Config reloads by result.", ("result",))
+                   multiprocess_mode="livemax", unit="targets")
+RELOADS = _Spec("gateway_config_reloads_total", "counter", "Config reloads by result.", ("result",), unit="reloads")
 RELOAD_OK = _Spec("gateway_config_last_reload_success", "gauge", "1 if the last config load succeeded.",
-                  multiprocess_mode="livemin")
+                  multiprocess_mode="livemin", unit="1 or 0")
 RELOAD_TIME = _Spec("gateway_config_last_reload_timestamp_seconds", "gauge", "When the config was last loaded.",
-                    multiprocess_mode="livemax")
+                    multiprocess_mode="livemax", unit="Unix seconds")
 BUILD = _Spec("gateway_build_info", "gauge", "Gateway version and Python; always 1.", ("version", "python"),
-              multiprocess_mode="livemax")
+              multiprocess_mode="livemax", unit="always 1")
 SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, CIRCUIT,
          ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, BUILD)
 
-# (metric name, type, labels, unit and meaning, OpenTelemetry GenAI equivalent) for the README.
+# (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
 METRICS_DOC: list[tuple[str, str, str, str, str]] = [
-    ("gateway_requests_total", "counter", "model, provider, status", "requests",
-     "gen_ai.client.operation.duration (its count)"),
-    ("gateway_request_duration_seconds", "histogram", "model, provider", "seconds",
-     "gen_ai.server.request.duration / gen_ai.client.operation.duration"),
-    ("gateway_time_to_first_token_seconds", "histogram", "model, provider", "seconds",
-     "gen_ai.server.time_to_first_token"),
-    ("gateway_overhead_seconds", "histogram", "provider", "seconds", ""),
-    ("gateway_upstream_attempts_total", "counter", "provider, upstream_model, outcome", "attempts", ""),
-    ("gateway_retries_total", "counter", "provider, upstream_model", "retries", ""),
-    ("gateway_fallbacks_total", "counter", "model, from_target, to_target", "fallbacks", ""),
-    ("gateway_tokens_total", "counter", "model, provider, upstream_model, type", "tokens",
-     "gen_ai.client.token.usage (gen_ai.token.type = input / output)"),
-    ("gateway_cost_usd_total", "counter", "model, provider, upstream_model", "US dollars", ""),
-    ("gateway_in_flight_requests", "gauge", "model", "requests", ""),
-    ("gateway_stream_chunks_total", "counter", "provider", "chunks", ""),
-    ("gateway_circuit_state", "gauge", "provider, upstream_model", "0 closed, 1 half-open, 2 open", ""),
-    ("gateway_alias_targets", "gauge", "model", "targets", ""),
-    ("gateway_alias_targets_open", "gauge", "model", "targets", ""),
-    ("gateway_config_reloads_total", "counter", "result", "reloads", ""),
-    ("gateway_config_last_reload_success", "gauge", "", "1 or 0", ""),
-    ("gateway_config_last_reload_timestamp_seconds", "gauge", "", "Unix seconds", ""),
-    ("gateway_build_info", "gauge", "version, python", "always 1", ""),
+    (s.name, s.kind, ", ".join(s.labels), s.unit, s.otel) for s in SPECS
 ]
 
 
