@@ -30,7 +30,11 @@ class Authenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self._keys: list[tuple[bytes, Caller]] = []
         for key in settings.keys:
-            digest = bytes.fromhex(key.sha256) if key.sha256 else hashlib.sha256(key.key.encode()).digest()
+            if key.sha256 is not None:
+                digest = bytes.fromhex(key.sha256)
+            else:
+                assert key.key is not None  # the schema requires exactly one of the two
+                digest = hashlib.sha256(key.key.encode()).digest()
             pattern = None
             if key.models is not None:
                 pattern = re.compile("|".join(f"(?:{fnmatch.translate(m)})" for m in key.models) or "(?!)")

@@ -94,7 +94,7 @@ class UpstreamError(GatewayError):
 
     status = 502
     type = "upstream_error"
-    code = "upstream_error"
+    code: str | None = "upstream_error"
     error_type = "upstream_5xx"
 
 
@@ -150,7 +150,8 @@ class UpstreamStatusError(UpstreamError):
         self.status = upstream_status
         if upstream_error is not None:
             self.type = str(upstream_error.get("type") or self.type)
-            self.code = upstream_error.get("code") or None
+            code = upstream_error.get("code")
+            self.code = str(code) if code not in (None, "") else None  # OpenAI's `code` is a string or null
 
     def to_body(self) -> dict[str, Any]:
         if self.upstream_error is not None:

@@ -102,9 +102,11 @@ class Router:
             if not isinstance(client_models, list) or not all(isinstance(m, str) for m in client_models):
                 raise BadRequest("`models` must be a list of model ids", param="models")
             routes = [self.route(m) for m in client_models]
-            seen: set[str] = set()
-            ordered = [t for r in routes for t in self._order(r) if not (t.key in seen or seen.add(t.key))]
-            return Plan(model, tuple(ordered), routes[0].total)
+            ordered: dict[str, Target] = {}  # each target once, at its first place
+            for route in routes:
+                for target in self._order(route):
+                    ordered.setdefault(target.key, target)
+            return Plan(model, tuple(ordered.values()), routes[0].total)
         route = self.route(model)
         return Plan(model, self._order(route), route.total)
 

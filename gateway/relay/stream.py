@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,7 +50,7 @@ async def relay(
     expires: float,
     idle: float,
     result: RelayResult,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     clean = False
     try:
         pending = held

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 import pytest
 
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
@@ -46,6 +48,9 @@ def test_retry_after_forms() -> None:
 
     assert parse_retry_after({"retry-after": "3"}) == 3.0
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert 0 <= (parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) or 0) == 0
+    # An HTTP date counts from the injected clock: 90 s ahead of it, and a date already past is 0.
+    now = email.utils.parsedate_to_datetime("Wed, 21 Oct 2015 07:26:30 GMT").timestamp()
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=now) == 90.0
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:26:00 GMT"}, now=now) == 0.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None

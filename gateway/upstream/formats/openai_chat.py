@@ -64,8 +64,8 @@ def error_type(status: int, error: Mapping[str, Any] | None) -> str:
     return "bad_request"
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date (from `now`)."""
     millis = headers.get("retry-after-ms")
     if millis:
         try:
@@ -83,7 +83,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _error_object(raw: bytes) -> dict[str, Any] | None:
