@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -97,6 +97,10 @@ class UpstreamError(GatewayError):
     code: str | None = "upstream_error"
     error_type = "upstream_5xx"
 
+    def mask(self, mask: Callable[[Any], Any]) -> None:
+        """Pass every string this error quotes from the upstream through `mask` (its credentials)."""
+        self.message = mask(self.message)
+
 
 class UpstreamConnectError(UpstreamError):
     """The connection could not be made, or was reset before any response byte."""
@@ -152,6 +156,13 @@ class UpstreamStatusError(UpstreamError):
             self.type = str(upstream_error.get("type") or self.type)
             code = upstream_error.get("code")
             self.code = str(code) if code not in (None, "") else None  # OpenAI's `code` is a string or null
+
+    def mask(self, mask: Callable[[Any], Any]) -> None:
+        super().mask(mask)
+        self.type = mask(self.type)
+        self.code = mask(self.code)
+        if self.upstream_error is not None:
+            self.upstream_error = mask(self.upstream_error)
 
     def to_body(self) -> dict[str, Any]:
         if self.upstream_error is not None:

@@ -106,7 +106,8 @@ class ChatCompletions:
             context.responding = True
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
             pieces = relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
-                           expires=deadline.expires, idle=served.target.timeouts.idle, result=result)
+                           expires=deadline.expires, idle=served.target.timeouts.idle, result=result,
+                           secrets=served.target.endpoint.secrets)
             # aclosing: if the client goes away mid-send, the relay (and with it the upstream) closes now.
             async with contextlib.aclosing(pieces):
                 async for piece in pieces:

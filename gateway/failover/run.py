@@ -161,7 +161,7 @@ class Executor:
             except UpstreamError as error:
                 now = time.monotonic()
                 state.upstream_seconds += now - started
-                error.message = target.endpoint.scrub(error.message)
+                error.mask(target.endpoint.secrets.mask)
                 attempts.append(Attempt(target.key, error.error_type, error.message, status=getattr(
                     error, "upstream_status", None)))
                 errors.append(error)
@@ -300,6 +300,7 @@ def _opens_answer(event: bytes, target: Target) -> bool:
 
 
 def _whole_answer(target: Target, response: UpstreamResponse, raw: bytes, stream: bool) -> Served:
+    raw = target.endpoint.secrets.mask_bytes(raw)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:

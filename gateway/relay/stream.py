@@ -5,6 +5,7 @@ as the exact bytes the upstream sent, except the usage-only chunk, which is kept
 dropped when the client did not ask for usage. A stream that breaks, stalls or turns malformed
 after content was sent ends with an SSE `error` event and no `[DONE]`, so no client mistakes it for
 a complete answer. One that ends cleanly without `[DONE]` after its finish is completed at once.
+Every byte from the upstream passes the provider's Secrets on its way out, error events included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 
 from gateway.errors import StreamCut, UpstreamError, UpstreamTimeout
 from gateway.relay.sse import DONE, DONE_EVENT, EventSplitter, error_event, event_data
+from gateway.upstream.secrets import Secrets
 
 
 class ChunkSource(Protocol):
@@ -50,6 +52,7 @@ async def relay(
     expires: float,
     idle: float,
     result: RelayResult,
+    secrets: Secrets,
 ) -> AsyncGenerator[bytes, None]:
     clean = False
     try:
@@ -57,12 +60,12 @@ async def relay(
         while True:
             out: list[bytes] = []
             try:
-                done = _process(pending, out, result, wants_usage)
+                done = _process(pending, out, result, wants_usage, secrets)
             except _Malformed as exc:
                 if out:
                     yield b"".join(out)  # what came before the bad chunk is still the client's
                 result.error_type = "malformed"
-                yield error_event({"error": {"message": str(exc), "type": "upstream_error",
+                yield error_event({"error": {"message": secrets.mask_text(str(exc)), "type": "upstream_error",
                                              "code": "upstream_malformed", "param": None}})
                 return
             if out:
@@ -82,6 +85,7 @@ async def relay(
                     yield DONE_EVENT
                     return
                 result.error_type = error.error_type
+                error.mask(secrets.mask)
                 yield error_event(error.to_body())
                 return
             if not data:
@@ -104,12 +108,12 @@ async def relay(
             source.close()
 
 
-def _process(events: list[bytes], out: list[bytes], result: RelayResult, wants_usage: bool) -> bool:
+def _process(events: list[bytes], out: list[bytes], result: RelayResult, wants_usage: bool, secrets: Secrets) -> bool:
     """Append what the client should get to `out`; True once the upstream's [DONE] arrived."""
     for event in events:
         data = event_data(event)
         if data is None:
-            out.append(event + b"\n\n")  # comments and keep-alives pass through
+            out.append(secrets.mask_bytes(event) + b"\n\n")  # comments and keep-alives pass through
             continue
         if data == DONE:
             out.append(DONE_EVENT)
@@ -135,7 +139,7 @@ def _process(events: list[bytes], out: list[bytes], result: RelayResult, wants_u
         elif usage and not wants_usage:
             continue  # the usage-only chunk the gateway asked for on its own account
         result.chunks += 1
-        out.append(event + b"\n\n")
+        out.append(secrets.mask_bytes(event) + b"\n\n")
     return False
 
 

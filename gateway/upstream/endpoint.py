@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from gateway.catalog.schema import Provider
 from gateway.catalog.wire import WireFormat, default_base_url, wire_format
 from gateway.config.schema import ProviderSettings
+from gateway.upstream.secrets import NO_SECRETS, Secrets
 
 _URL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -26,7 +27,7 @@ class Endpoint:
     headers: Mapping[str, str] = field(repr=False)
     unavailable: str | None = None
     missing_env: tuple[str, ...] = ()
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    secrets: Secrets = field(default=NO_SECRETS, repr=False)
 
     @property
     def available(self) -> bool:
@@ -34,10 +35,7 @@ class Endpoint:
 
     def scrub(self, text: str) -> str:
         """Text from an upstream (an error message) with this provider's credentials masked."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+        return self.secrets.mask_text(text)
 
 
 def build_endpoint(provider: Provider, override: ProviderSettings | None, environ: Mapping[str, str]) -> Endpoint:
@@ -67,7 +65,9 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
     headers.update(override.headers)
-    secrets = tuple(s for s in (key, *override.headers.values()) if s and len(s) >= 8)
+    # Everything that came from the environment or config to reach this upstream is a credential:
+    # the key, extra header values, and the values put into the URL (an account id in a path).
+    secrets = Secrets((key, *override.headers.values(), *(environ[name] for name in url_vars)))
     return Endpoint(provider.id, wire, f"{base}/chat/completions", headers, secrets=secrets)
 
 

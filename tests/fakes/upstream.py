@@ -207,6 +207,45 @@ class _Stream(Reply):
         await conn.end_chunks()
 
 
+@dataclass
+class _Leak(Reply):
+    """A careless upstream: repeats what it was sent (its key, extra headers, the URL path) in every
+    field it can. `where`: `status` (an error body), `stream_error_first` / `stream_error_after` (an
+    SSE `error` event before or after content), `answer` (a 200, streamed or not, quoting it)."""
+
+    where: str
+    code: int = 400
+    nested: bool = False
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def respond(self, conn: _Conn, request: Received) -> None:
+        said = f"{request.method} {request.path} " + " ".join(f"{k}: {v}" for k, v in request.headers.items())
+        if self.nested:
+            error: dict[str, Any] = {"message": {"text": said}, "type": [said], "code": {"echo": [said, {"in": said}]},
+                                     "param": {"path": request.path}, "details": request.headers}
+        else:
+            error = {"message": f"bad request: {said}", "type": said, "code": said, "param": request.path,
+                     "details": {"headers": request.headers, "path": [request.path]}}
+        body = request.json if isinstance(request.json, dict) else {}
+        if self.where == "status":
+            await _Status(self.code, {"error": error}).respond(conn, request)
+        elif self.where == "answer" and not body.get("stream"):
+            await _Ok(said, model=said).respond(conn, request)
+        elif self.where == "answer":
+            await _Stream([chunk(content=said, model=said), chunk(finish_reason="stop", model=said)]).respond(
+                conn, request)
+        elif self.where == "stream_error_first":
+            await _Stream([{"error": error}], done=False).respond(conn, request)
+        else:
+            await _Stream([chunk(role="assistant", content="Hello"), {"error": error}], done=False).respond(
+                conn, request)
+
+
+def leak(where: str, *, code: int = 400, nested: bool = False) -> Reply:
+    return _Leak(where, code, nested)
+
+
 def ok(text: str = "Hello from upstream", *, model: str | None = None, usage: dict[str, int] | None = None,
        tool_calls: list[dict[str, Any]] | None = None, finish_reason: str = "stop",
        headers: dict[str, str] | None = None) -> Reply:
