@@ -2,6 +2,8 @@
 
 No auth, no routing, no metrics, no failover: it forwards the body to the upstream and the answer
 back (streamed as it arrives). The gateway's numbers are read against it and against direct calls.
+Its aiohttp pool is unbounded (`limit=0`), as the gateway's is: aiohttp's default of 100
+connections would queue 256 concurrent streams and measure the pool, not the proxy.
     python -m benchmarks.bare_proxy --port N --upstream http://127.0.0.1:M/v1/chat/completions
 """
 
@@ -37,11 +39,15 @@ def build(upstream: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state["session"] = aiohttp.ClientSession()
+        state["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         yield
         await state["session"].close()
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
+    async def ready(request: Request) -> Response:
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/readyz", ready, methods=["GET"])], lifespan=lifespan)
 
 
 def main() -> None:

@@ -1,30 +1,43 @@
-"""Measure what the gateway adds over a direct call to the same upstream, side by side, interleaved.
+"""Measure what the gateway adds over a direct call to the same upstream, side by side and interleaved.
 
-    python -m benchmarks.run                 # the full run (about 8 minutes on 2 cores)
-    python -m benchmarks.run --quick         # a smoke run of a few hundred requests
-    python -m benchmarks.run --out results.md --soak 1000000
+    python -m benchmarks.run                    # full run: ~5 min, plus ~10 min for the 1M-request soak
+    python -m benchmarks.run --soak 200000      # the same with a shorter memory soak
+    python -m benchmarks.run --quick            # smoke run, well under a minute (the test suite runs it)
+    python -m benchmarks.run --out results.md   # also write the report to a file
 
-On a machine with 2 or more cores the gateway is pinned to core 0 and the upstream and the load
-(wrk and this runner's asyncio clients) to core 1, so the gateway's numbers are one core's worth.
-The gateway runs with every feature on: gateway keys, routing through an alias, metrics, failover
-armed (retries, circuit breaker), access log off (its default).
+On 2+ cores the proxies (gateway, bare proxy, LiteLLM if present) are pinned to core 0 and the fake
+upstream, wrk and this runner to core 1, so a proxy's numbers are one core's worth. The gateway runs
+with every feature on: a gateway key, routing, metrics, failover armed, its default timeouts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
+import math
 import os
-import platform
-import subprocess
+import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import uvloop
+
+from benchmarks.configs import (
+    ALIAS,
+    GATEWAY_KEY,
+    LITELLM_KEY,
+    find_litellm,
+    write_gateway_config,
+    write_litellm_config,
+)
+from benchmarks.features import FEATURES
 from benchmarks.load import (
+    Latencies,
     StreamStats,
     Target,
     Throughput,
@@ -35,250 +48,441 @@ from benchmarks.load import (
     streams,
     wrk_available,
 )
+from benchmarks.pricing import FeatureRow, Pricing
+from benchmarks.pricing import render as render_features
+from benchmarks.pricing import rows as feature_rows
+from benchmarks.procs import CoreTimes, Service, cores, free_port
+from benchmarks.report import (
+    Row,
+    added_times_peer_at_most,
+    at_most_idle,
+    flat,
+    machine,
+    ratio_at_least,
+    render,
+    times_peer_at_most,
+    wrk_version,
+)
 
-KEY = "bench-gateway-key"
-ROOT = Path(__file__).resolve().parent.parent
 
+@dataclass(frozen=True)
+class Plan:
+    """How much of each measurement to do; every phase is bounded by these numbers."""
 
-@dataclass
-class Settings:
-    seconds: float
-    latency_seconds: float
+    rounds: int  # interleaved repetitions: direct, bare, gateway, direct, bare, gateway, ...
+    seconds: float  # per closed-loop throughput run
+    latency_seconds: dict[int, float]  # per open-loop run, by rate (req/s)
     stream_seconds: float
     stream_concurrency: int
     stream_chunks: int
     stream_interval_ms: float
-    soak: int
+    soak: int  # requests for the memory soak (one in twenty a 20-chunk stream)
+    warmup: float
+    ceiling_seconds: float  # per run measuring the upstream's own ceiling
 
 
-FULL = Settings(seconds=10, latency_seconds=10, stream_seconds=10, stream_concurrency=256, stream_chunks=50,
-                stream_interval_ms=20, soak=1_000_000)
-QUICK = Settings(seconds=1, latency_seconds=1, stream_seconds=1, stream_concurrency=16, stream_chunks=10,
-                 stream_interval_ms=5, soak=300)
+FULL = Plan(rounds=2, seconds=8, latency_seconds={20: 10, 200: 5}, stream_seconds=6, stream_concurrency=256,
+            stream_chunks=50, stream_interval_ms=20, soak=1_000_000, warmup=3, ceiling_seconds=3)
+QUICK = Plan(rounds=1, seconds=1, latency_seconds={20: 0.5, 200: 0.5}, stream_seconds=1, stream_concurrency=16,
+             stream_chunks=10, stream_interval_ms=5, soak=300, warmup=0.5, ceiling_seconds=1)
 
 
-class Process:
-    """A child process pinned to a core, ready once it printed `ready_text`."""
+@dataclass
+class Peer:
+    """One column of the table: a target, and the proxy process behind it (none for direct)."""
 
-    def __init__(self, args: list[str], core: int | None, ready_text: str, env: dict[str, str] | None = None) -> None:
-        prefix = ["taskset", "-c", str(core)] if core is not None else []
-        self.popen = subprocess.Popen(prefix + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env=env, cwd=ROOT)
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            if ready_text in line:
-                break
-        else:
-            raise RuntimeError(f"{args} exited before it was ready")
-        # Keep reading so a chatty child never blocks on a full pipe.
-        self._drain = asyncio.get_event_loop().run_in_executor(None, self._read_rest)
+    name: str
+    target: Target
+    service: Service | None = None
+    idle_rss: float = math.nan
 
-    def _read_rest(self) -> None:
-        assert self.popen.stdout is not None
-        for _ in self.popen.stdout:
-            pass
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class Bench:
+    def __init__(self, plan: Plan, load: str, litellm: str | None, work: Path, features: set[str] | None) -> None:
+        self.plan = plan
+        self.features = features
+        self.pricing: Pricing | None = None
+        self.feature_rows: list[FeatureRow] = []
+        self.feature_notes: list[str] = []
+        self.use_wrk = load == "wrk" or (load == "auto" and wrk_available())
+        self.litellm = litellm
+        self.work = work
+        self.server_core, self.load_core = cores()
+        self.peers: list[Peer] = []
+        self.upstream: Service | None = None
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.errors: dict[str, int] = {}
+        self.phases: dict[str, float] = {}
 
-    def memory_mb(self, field: str = "VmRSS") -> float:
-        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+    # -- processes ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.load_core is not None:
+            os.sched_setaffinity(0, {self.load_core})  # this runner, and wrk as its child
+        upstream_port = free_port()
+        env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY}
+        self.upstream = Service("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port",
+                                             str(upstream_port)], core=self.load_core, log=self.work / "upstream.log")
+        self.upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
+        api = f"http://127.0.0.1:{upstream_port}/v1"
+        self.peers.append(Peer("direct", Target("direct", f"{api}/chat/completions", "fast")))
+
+        port = free_port()
+        bare = Service("bare proxy", [sys.executable, "-m", "benchmarks.bare_proxy", "--port", str(port),
+                                      "--upstream", f"{api}/chat/completions"],
+                       core=self.server_core, log=self.work / "bare.log")
+        self.peers.append(Peer("bare proxy", Target("bare proxy", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                    "fast"), bare))
+        bare.wait_ready(f"http://127.0.0.1:{port}/readyz")
+
+        port = free_port()
+        raw = Service("raw ASGI", [sys.executable, "-m", "benchmarks.raw_asgi_proxy", "--port", str(port),
+                                   "--upstream", f"{api}/chat/completions"],
+                      core=self.server_core, log=self.work / "raw.log")
+        self.peers.append(Peer("raw ASGI", Target("raw ASGI", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                  "fast"), raw))
+        raw.wait_ready(f"http://127.0.0.1:{port}/readyz")
+
+        port = free_port()
+        config = write_gateway_config(self.work, api, port)
+        gateway = Service("gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                          core=self.server_core, log=self.work / "gateway.log", env=env)
+        self.peers.append(Peer("gateway", Target("gateway", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                 ALIAS, {"Authorization": f"Bearer {GATEWAY_KEY}"}), gateway))
+        gateway.wait_ready(f"http://127.0.0.1:{port}/readyz")
+        if self.features != set():
+            self.pricing = Pricing(self.work, api, self.server_core, self.load_core, env, self.features)
+            self.pricing.start()
+
+        if self.litellm:
+            port = free_port()
+            config = write_litellm_config(self.work, api)
+            service = Service("litellm", [self.litellm, "--config", str(config), "--port", str(port),
+                                          "--host", "127.0.0.1", "--num_workers", "1"],
+                              core=self.server_core, log=self.work / "litellm.log",
+                              env={**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})  # no fetch at start-up
+            self.peers.append(Peer("litellm", Target("litellm", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                     "fast", {"Authorization": f"Bearer {LITELLM_KEY}"}), service))
+            service.wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
+        time.sleep(1)  # let start-up allocations settle before the idle reading
+        for peer in self.proxies():
+            assert peer.service is not None
+            peer.idle_rss = peer.service.memory_mb()
+
+    def report(self, label: str, ceiling: str) -> str:
+        lines = render(label, machine(self.server_core, self.load_core), [p.name for p in self.peers], self.rows)
+        lines += ["", f"Upstream's own ceiling: {ceiling}.", "", *self.notes]
+        if self.feature_rows:
+            lines += ["", "#### What each feature costs (same run, interleaved with the plain gateway)", "",
+                      *render_features(self.feature_rows, self.feature_notes)]
+        if self.errors:
+            lines += ["", "Failures: " + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + "."]
+        lines += ["", f"Load: {'wrk ' + wrk_version() if self.use_wrk else 'asyncio client (no wrk)'} for "
+                  "closed-loop throughput; aiohttp clients for open-loop latency and streams. Phases: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items()) + "."]
+        return "\n".join(lines) + "\n"
 
     def stop(self) -> None:
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
+        for peer in self.peers:
+            if peer.service is not None:
+                peer.service.stop()
+        if self.pricing is not None:
+            self.pricing.stop()
+        if self.upstream is not None:
+            self.upstream.stop()
 
+    def proxies(self) -> list[Peer]:
+        return [p for p in self.peers if p.service is not None]
 
-def free_port() -> int:
-    import socket
+    def peer(self, name: str) -> Peer:
+        return next(p for p in self.peers if p.name == name)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    # -- measurements ------------------------------------------------------------------------
 
+    async def throughput(self, target: Target, connections: int, seconds: float,
+                         bodies: list[bytes] | None = None, max_requests: int | None = None) -> Throughput:
+        if self.use_wrk and max_requests is None:
+            return await asyncio.to_thread(run_wrk, target, connections, seconds, bodies)
+        return await closed_loop(target, connections, seconds, bodies, max_requests)
 
-def cores() -> tuple[int | None, int | None]:
-    """(gateway core, load core) when there are two cores to split, else no pinning."""
-    available = sorted(os.sched_getaffinity(0))
-    if len(available) >= 2 and subprocess.run(["which", "taskset"], capture_output=True).returncode == 0:
-        return available[0], available[1]
-    return None, None
+    def _count_errors(self, name: str, count: int) -> None:
+        if count:
+            self.errors[name] = self.errors.get(name, 0) + count
 
-
-def write_config(directory: Path, upstream_port: int, gateway_port: int) -> Path:
-    catalog = {"id": "bench", "name": "Bench upstream", "npm": "@ai-sdk/openai-compatible",
-               "env": ["BENCH_UPSTREAM_KEY"], "doc": "https://example.invalid",
-               "api": f"http://127.0.0.1:{upstream_port}/v1",
-               "models": [{"id": "fast", "name": "Fast", "attachment": False, "reasoning": False, "tool_call": True,
-                           "temperature": True, "release_date": "2025-01-01", "last_updated": "2025-01-01",
-                           "open_weights": True, "limit": {"context": 128000, "output": 8192},
-                           "modalities": {"input": ["text"], "output": ["text"]},
-                           "cost": {"input": 1.0, "output": 2.0}}]}
-    (directory / "catalog.json").write_text(json.dumps(catalog))
-    config = directory / "gateway.yaml"
-    config.write_text(
-        f"server: {{host: 127.0.0.1, port: {gateway_port}}}\n"
-        f"catalog: [{directory / 'catalog.json'}]\n"
-        "models:\n  bench: {targets: [bench/fast]}\n"
-        "auth:\n  keys:\n    - {name: bench, key: '${BENCH_GATEWAY_KEY}'}\n")
-    return config
-
-
-async def throughput(target: Target, connections: int, seconds: float) -> Throughput:
-    if wrk_available():
-        return await asyncio.to_thread(run_wrk, target, connections, seconds)
-    return await closed_loop(target, connections, seconds)
-
-
-async def measure(settings: Settings, label: str) -> str:
-    gateway_core, load_core = cores()
-    if load_core is not None:
-        os.sched_setaffinity(0, {load_core})
-    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    upstream_port, gateway_port = free_port(), free_port()
-    config = write_config(work, upstream_port, gateway_port)
-    env = {**os.environ, "BENCH_UPSTREAM_KEY": "upstream-key", "BENCH_GATEWAY_KEY": KEY}
-    upstream = Process([sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)], load_core,
-                       "benchmark upstream on", env)
-    gateway = Process([sys.executable, "-m", "gateway", "serve", "--config", str(config)], gateway_core,
-                      "Uvicorn running on", env)
-    bare_port = free_port()
-    bare = Process([sys.executable, "-m", "benchmarks.bare_proxy", "--port", str(bare_port), "--upstream",
-                    f"http://127.0.0.1:{upstream_port}/v1/chat/completions"], gateway_core, "Uvicorn running on")
-    direct = Target("direct", f"http://127.0.0.1:{upstream_port}/v1/chat/completions", "fast")
-    via = Target("gateway", f"http://127.0.0.1:{gateway_port}/v1/chat/completions", "bench",
-                 {"Authorization": f"Bearer {KEY}"})
-    proxy = Target("bare", f"http://127.0.0.1:{bare_port}/v1/chat/completions", "fast")
-    rows: list[tuple[str, str, str, str, str]] = []
-    phases: dict[str, float] = {}
-    try:
-        idle_rss = gateway.memory_mb()
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
-        await throughput(via, 32, min(2.0, settings.seconds))  # warm-up: pools, caches, JIT-free paths
-        # (a) throughput at fixed concurrency, interleaved, with CPU per request of each proxy.
+        yield
+        self.phases[name] = time.perf_counter() - started
+
+    async def run(self) -> None:
+        with self.phase("warm-up"):
+            for peer in self.proxies():
+                await self.throughput(peer.target, 32, self.plan.warmup)
+        with self.phase("throughput"):
+            await self.measure_throughput()
+        with self.phase("latency"):
+            await self.measure_latency()
+        with self.phase("streams"):
+            await self.measure_streams(self.plan.stream_interval_ms, paced=True)
+            await self.measure_streams(0, paced=False)
+        if self.pricing is not None:
+            with self.phase("features"):
+                await self.measure_features(self.pricing)
+        with self.phase("soak"):
+            await self.soak()
+        self.memory_rows()
+
+    async def measure_throughput(self) -> None:
         for connections in (32, 128):
-            results: dict[str, list[Throughput]] = {"direct": [], "bare": [], "gateway": []}
-            cpu = {"bare": 0.0, "gateway": 0.0}
-            for _ in range(2):
-                results["direct"].append(await throughput(direct, connections, settings.seconds))
-                for target, process in ((proxy, bare), (via, gateway)):
-                    before = process.cpu_seconds()
-                    results[target.name].append(await throughput(target, connections, settings.seconds))
-                    cpu[target.name] += process.cpu_seconds() - before
-            d, b, g = (sum(r.rps for r in results[k]) / 2 for k in ("direct", "bare", "gateway"))
-            errors = sum(r.errors for r in results["gateway"])
-            rows.append((f"throughput, {connections} connections (req/s)", f"{d:,.0f}", f"{b:,.0f}", f"{g:,.0f}",
-                         f"{g / d:.2f}x direct, {g / b:.2f}x bare" + (f" ({errors} errors)" if errors else "")))
+            rps: dict[str, list[Throughput]] = {p.name: [] for p in self.peers}
+            cpu = dict.fromkeys(rps, 0.0)
+            load = dict.fromkeys(rps, (0.0, 0.0))
+            for _ in range(self.plan.rounds):
+                for peer in self.peers:
+                    service = peer.service or self.upstream
+                    assert service is not None
+                    before, cores_before = service.cpu_seconds(), CoreTimes.now()
+                    result = await self.throughput(peer.target, connections, self.plan.seconds)
+                    cpu[peer.name] += service.cpu_seconds() - before
+                    load[peer.name] = self._utilisation(cores_before)
+                    rps[peer.name].append(result)
+                    self._count_errors(peer.name, result.errors)
+            values = {name: sum(r.requests for r in runs) / sum(r.seconds for r in runs) for name, runs in rps.items()}
+            self.rows.append(Row(f"throughput, {connections} connections (req/s)", values, 0))
             if connections == 32:
-                per = {k: cpu[k] / sum(r.requests for r in results[k]) * 1000 for k in cpu}
-                rows.append(("CPU per request (ms)", "", f"{per['bare']:.3f}", f"{per['gateway']:.3f}",
-                             f"{per['gateway'] / per['bare']:.2f}x bare"))
-        phases["throughput"] = time.perf_counter() - started
+                per = {name: cpu[name] / max(1, sum(r.requests for r in rps[name])) * 1000 for name in rps}
+                self.rows.append(Row("CPU per request, 32 connections (ms)", per, 3, "none",
+                                     text={"direct": f"({per['direct']:.3f} upstream)"}))
+                busy = load["gateway"]
+                if not math.isnan(busy[0]):
+                    self.notes.append(
+                        f"While the gateway ran at 32 connections, core {self.server_core} (gateway) was "
+                        f"{busy[0]:.0%} busy and core {self.load_core} (upstream + wrk + runner) {busy[1]:.0%}: "
+                        "the gateway's core is the bottleneck when the first is near 100% and the second is not.")
 
-        # (b) added latency at a fixed open-loop rate, measured from the scheduled send time.
-        started = time.perf_counter()
-        for rate in (20, 200):
-            lat: dict[str, list[float]] = {"direct": [], "bare": [], "gateway": []}
-            for _ in range(2):
-                for target in (direct, proxy, via):
-                    lat[target.name] += await open_loop(target, rate, settings.latency_seconds / 2)
+    def _utilisation(self, since: CoreTimes) -> tuple[float, float]:
+        if self.server_core is None or self.load_core is None:
+            return math.nan, math.nan
+        now = CoreTimes.now()
+        return now.utilisation(since, self.server_core), now.utilisation(since, self.load_core)
+
+    async def measure_latency(self) -> None:
+        for rate, seconds in self.plan.latency_seconds.items():
+            runs: dict[str, list[Latencies]] = {p.name: [] for p in self.peers}
+            cpu = dict.fromkeys(runs, 0.0)
+            for _ in range(self.plan.rounds):
+                for peer in self.peers:
+                    before = peer.service.cpu_seconds() if peer.service else 0.0
+                    result = await open_loop(peer.target, rate, seconds)
+                    cpu[peer.name] += (peer.service.cpu_seconds() - before) if peer.service else 0.0
+                    runs[peer.name].append(result)
+                    self._count_errors(peer.name, result.errors)
+            samples = {name: [s for r in rs for s in r.seconds] for name, rs in runs.items()}
             for q in (50, 99):
-                d, b, g = (percentile(lat[k], q) * 1000 for k in ("direct", "bare", "gateway"))
-                rows.append((f"latency at {rate} req/s, p{q} (ms)", f"{d:.2f}", f"{b:.2f}", f"{g:.2f}",
-                             f"+{g - d:.2f} ms (bare +{b - d:.2f})"))
-        phases["latency"] = time.perf_counter() - started
+                values = {name: percentile(s, q) * 1000 for name, s in samples.items()}
+                check = added_times_peer_at_most(1.2, "bare proxy") if rate == 200 and q == 99 else None
+                self.rows.append(Row(f"latency at {rate} req/s, p{q} (ms)", values, 2, "diff", check))
+            late = sum(r.late_sends for rs in runs.values() for r in rs)
+            if late:
+                self.notes.append(f"At {rate} req/s the load client itself sent {late} requests more than 1 ms late "
+                                  "(their latency still counts from the schedule).")
+            if rate == 200:
+                per = {name: cpu[name] / max(1, len(samples[name])) * 1000 for name in runs if name != "direct"}
+                self.rows.append(Row("CPU per request at 200 req/s (ms)", {"direct": math.nan, **per}, 3, "none",
+                                     times_peer_at_most(1.1, "bare proxy")))
 
-        # (c) streaming: TTFT and throughput of many concurrent paced streams.
+    async def measure_streams(self, interval_ms: float, *, paced: bool) -> None:
+        plan = self.plan
+        stats: dict[str, list[StreamStats]] = {p.name: [] for p in self.peers}
+        cpu = dict.fromkeys(stats, 0.0)
+        busy = (math.nan, math.nan)
+        for _ in range(plan.rounds):
+            for peer in self.peers:
+                before, cores_before = (peer.service.cpu_seconds() if peer.service else 0.0), CoreTimes.now()
+                result = await streams(peer.target, plan.stream_concurrency, plan.stream_seconds, plan.stream_chunks,
+                                       interval_ms)
+                cpu[peer.name] += (peer.service.cpu_seconds() - before) if peer.service else 0.0
+                if peer.name == "gateway":
+                    busy = self._utilisation(cores_before)
+                stats[peer.name].append(result)
+                self._count_errors(f"{peer.name} (incomplete streams)", result.incomplete)
+        n, c = plan.stream_concurrency, plan.stream_chunks
+        if not math.isnan(busy[0]):
+            self.notes.append(f"While the gateway relayed {'paced' if paced else 'unpaced'} streams: core "
+                              f"{self.server_core} {busy[0]:.0%} busy, core {self.load_core} {busy[1]:.0%}.")
+        how = f"{n} concurrent {c}-chunk streams" + (f", {interval_ms:g} ms apart" if paced else ", unpaced")
+        seconds = {name: sum(s.seconds for s in runs) for name, runs in stats.items()}
+        completed = {name: sum(s.streams for s in runs) for name, runs in stats.items()}
+        if paced:
+            ttft = {name: [t for s in runs for t in s.ttft] for name, runs in stats.items()}
+            for q in (50, 99):
+                values = {name: percentile(t, q) * 1000 for name, t in ttft.items()}
+                self.rows.append(Row(f"stream TTFT p{q}, {n} concurrent (ms)", values, 2, "diff"))
+        self.rows.append(Row(f"streams/s, {how}", {k: completed[k] / seconds[k] for k in stats}, 1,
+                             target=ratio_at_least(0.92) if paced else None))
+        self.rows.append(Row("chunks/s" + ("" if paced else ", unpaced"),
+                             {k: sum(s.chunks for s in stats[k]) / seconds[k] for k in stats}, 0))
+        if not paced:
+            per = {k: cpu[k] / max(1, completed[k]) * 1000 for k in stats if k != "direct"}
+            self.rows.append(Row(f"CPU per {c}-chunk stream (ms)", {"direct": math.nan, **per}, 3, "none",
+                                 times_peer_at_most(1.0, "raw ASGI")))
+
+    async def measure_features(self, pricing: Pricing) -> None:
+        plan = self.plan
+        await pricing.probe(plan.stream_chunks, plan.stream_interval_ms)
+        runs = pricing.measured()
+        gateway = self.peer("gateway")
+        assert gateway.service is not None
+        for run in runs:
+            assert run.target is not None
+            if run.feature.kind == "plain":
+                await self.throughput(run.target, 32, plan.warmup)
+        kinds = sorted({run.feature.kind for run in runs})
+        plain: dict[str, list[tuple[float, Throughput | StreamStats]]] = {"plain": [], "stream": [], "resume": []}
+        for _ in range(plan.rounds):
+            for kind in kinds:
+                plain[kind].append(await self._price(kind, gateway.target, gateway.service, "gateway"))
+            for run in runs:
+                assert run.target is not None and run.service is not None
+                cpu, result = await self._price(run.feature.kind, run.target, run.service, run.feature.name)
+                run.cpu.append(cpu)
+                run.results.append(result)
+        self.feature_rows = feature_rows(pricing, plain, plan.stream_interval_ms)
+        self.feature_notes = [f"{run.feature.name}: {run.feature.note}" for run in runs if run.feature.note]
+
+    async def _price(self, kind: str, target: Target, service: Service,
+                     name: str) -> tuple[float, Throughput | StreamStats]:
+        """One measurement of one kind for a feature row (or its plain-gateway baseline): CPU and result."""
+        plan = self.plan
+        before = service.cpu_seconds()
+        result: Throughput | StreamStats
+        if kind == "plain":
+            result = await self.throughput(target, 32, plan.seconds)
+            self._count_errors(f"{name} (features)", result.errors)
+        elif kind == "stream":
+            result = await streams(target, plan.stream_concurrency, plan.stream_seconds, plan.stream_chunks, 0)
+            self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
+        else:
+            result = await streams(target, 32, plan.stream_seconds, plan.stream_chunks, plan.stream_interval_ms,
+                                   at_least=True)
+            self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
+        return service.cpu_seconds() - before, result
+
+    async def soak(self) -> None:
+        gateway = self.peer("gateway")
+        assert gateway.service is not None
+        target = gateway.target
+        bodies = [target.body()] * 19 + [target.body(stream=True, chunks=20)]
+        before = gateway.service.memory_mb()
+        samples = [before]
+        done = errors = 0
         started = time.perf_counter()
-        stats: dict[str, StreamStats] = {}
-        for target in (direct, proxy, via):
-            stats[target.name] = await streams(target, settings.stream_concurrency, settings.stream_seconds,
-                                               settings.stream_chunks, settings.stream_interval_ms)
-        n, c = settings.stream_concurrency, settings.stream_chunks
-        d, b, g = stats["direct"], stats["bare"], stats["gateway"]
-        for q in (50, 99):
-            dt, bt, gt = (percentile(x.ttft, q) * 1000 for x in (d, b, g))
-            rows.append((f"stream TTFT p{q}, {n} concurrent (ms)", f"{dt:.2f}", f"{bt:.2f}", f"{gt:.2f}",
-                         f"+{gt - dt:.2f} ms (bare +{bt - dt:.2f})"))
-        rows.append((f"streams/s, {n} concurrent {c}-chunk streams", f"{d.streams_per_second:,.1f}",
-                     f"{b.streams_per_second:,.1f}", f"{g.streams_per_second:,.1f}",
-                     f"{g.streams_per_second / d.streams_per_second:.2f}x direct"
-                     + (f" ({g.incomplete} incomplete)" if g.incomplete else "")))
-        rows.append(("chunks/s", f"{d.chunks_per_second:,.0f}", f"{b.chunks_per_second:,.0f}",
-                     f"{g.chunks_per_second:,.0f}", f"{g.chunks_per_second / d.chunks_per_second:.2f}x direct"))
-        phases["streams"] = time.perf_counter() - started
+        rate = next((r.values["gateway"] for r in self.rows if r.measure.startswith("throughput, 32")), 1000.0)
+        while done < self.plan.soak:
+            left = self.plan.soak - done
+            if self.use_wrk and left > 2 * rate:
+                # Slices of at most a minute, sized from the measured rate, until the count is reached.
+                result = await self.throughput(target, 32, min(60.0, max(1.0, left / rate)), bodies)
+            else:
+                result = await self.throughput(target, 32, 600, bodies, max_requests=left)
+            done += result.requests + result.errors
+            errors += result.errors
+            samples.append(gateway.service.memory_mb())
+        elapsed = time.perf_counter() - started
+        after = gateway.service.memory_mb()
+        self._count_errors("gateway (soak)", errors)
+        self.rows.append(Row(f"RSS before / after {done:,} requests (MB)", {"gateway": after - before}, 1, "none",
+                             flat(5.0), text={"gateway": f"{before:.1f} / {after:.1f}"}))
+        trail = ", ".join(f"{s:.1f}" for s in samples[:: max(1, len(samples) // 12)])
+        self.notes.append(f"Soak: {done:,} requests (one in twenty a 20-chunk stream) through the gateway in "
+                          f"{elapsed:.0f} s ({done / elapsed:,.0f} req/s); RSS along the way (MB): {trail}, "
+                          f"{after:.1f}.")
 
-        # (d, e) memory: idle, peak, and flat across a long run.
-        started = time.perf_counter()
-        before = gateway.memory_mb()
-        done = 0
-        rate = max(1.0, next(float(r[3].replace(",", "")) for r in rows if r[0].startswith("throughput, 32")))
-        while done < settings.soak:
-            left = settings.soak - done
-            result = await throughput(via, 32, min(120.0, max(1.0, left / rate * 1.05)))
-            done += result.requests
-        after = gateway.memory_mb()
-        rows.append(("RSS idle / peak (MB)", "", "", f"{idle_rss:.1f} / {gateway.memory_mb('VmHWM'):.1f}",
-                     "target idle <= 80"))
-        rows.append((f"RSS before / after {done:,} requests (MB)", "", "", f"{before:.1f} / {after:.1f}",
-                     f"{after - before:+.1f} MB"))
-        phases["soak"] = time.perf_counter() - started
-    finally:
-        gateway.stop()
-        bare.stop()
-        upstream.stop()
+    def memory_rows(self) -> None:
+        idle = {p.name: p.idle_rss for p in self.proxies()}
+        peak = {}
+        for p in self.proxies():
+            assert p.service is not None
+            peak[p.name] = p.service.memory_mb("VmHWM")
+        self.rows.append(Row("RSS idle / peak (MB)", {"direct": math.nan, **idle}, 1, "none", at_most_idle(80),
+                             text={k: f"{idle[k]:.1f} / {peak[k]:.1f}" for k in idle}))
 
-    upstream_ceiling = await upstream_only(load_core)
-    lines = [f"### {label}", "", machine(gateway_core, load_core), "",
-             "| measure | direct | bare proxy | gateway | gateway vs |", "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", f"Upstream's own ceiling (wrk straight at it, one core): {upstream_ceiling}.",
-              f"Load tool: {'wrk' if wrk_available() else 'asyncio client (wrk not installed)'}. "
-              "Phases: " + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items()) + "."]
-    return "\n".join(lines) + "\n"
+    # -- report ------------------------------------------------------------------------------
 
-
-async def upstream_only(core: int | None) -> str:
+async def upstream_ceiling(bench: Bench) -> str:
+    """The fake upstream alone on the proxies' core, load from the other: what it can do with one core."""
     port = free_port()
-    upstream = Process([sys.executable, "-m", "benchmarks.upstream", "--port", str(port)], core,
-                       "benchmark upstream on")
+    service = Service("upstream (ceiling)", [sys.executable, "-m", "benchmarks.upstream", "--port", str(port)],
+                      core=bench.server_core, log=bench.work / "ceiling.log")
     try:
-        result = await throughput(Target("up", f"http://127.0.0.1:{port}/v1/chat/completions", "fast"), 32, 2)
-        return f"{result.rps:,.0f} req/s at 32 connections"
+        service.wait_ready(f"http://127.0.0.1:{port}/readyz")
+        target = Target("upstream", f"http://127.0.0.1:{port}/v1/chat/completions", "fast")
+        seconds = bench.plan.ceiling_seconds
+        plain = await bench.throughput(target, 32, seconds)
+        stream = await bench.throughput(target, 32, seconds, [target.body(stream=True, chunks=50)])
+        caveat = "" if bench.use_wrk else " (a lower bound: without wrk the asyncio client saturates first)"
+        return (f"{plain.rps:,.0f} req/s and {stream.rps:,.0f} unpaced 50-chunk streams/s at 32 connections with "
+                f"a core of its own{caveat}; sharing core {bench.load_core} with the load it is the 'direct' column")
     finally:
-        upstream.stop()
+        service.stop()
 
 
-def machine(gateway_core: int | None, load_core: int | None) -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine())
-    pinning = (f"gateway pinned to core {gateway_core}, upstream and load to core {load_core}"
-               if gateway_core is not None else "no pinning (fewer than 2 cores or no taskset)")
-    return (f"Machine: {model}, {os.cpu_count()} cores; Python {platform.python_version()}; {pinning}; "
-            f"{time.strftime('%Y-%m-%d')}.")
+async def main_async(plan: Plan, label: str, load: str, litellm: str | None, features: set[str] | None) -> str:
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as directory:
+        bench = Bench(plan, load, litellm, Path(directory), features)
+        try:
+            bench.start()
+            await bench.run()
+        except BaseException:
+            extra = bench.pricing.services() if bench.pricing else []
+            for service in [p.service for p in bench.peers if p.service] + [bench.upstream] + extra:
+                if service is not None and service.log.exists():
+                    print(f"--- {service.name} log (tail) ---\n{service.tail()}", file=sys.stderr)
+            raise
+        finally:
+            bench.stop()
+        with bench.phase("upstream ceiling"):
+            ceiling = await upstream_ceiling(bench)
+        return bench.report(label, ceiling)
 
 
-def main() -> None:
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop every child
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few hundred requests")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (seconds, a few hundred requests each)")
     parser.add_argument("--soak", type=int, help="requests for the memory soak (default 1,000,000; quick: 300)")
-    parser.add_argument("--out", help="also write the Markdown table to this file")
-    args = parser.parse_args()
-    settings = QUICK if args.quick else FULL
+    parser.add_argument("--out", type=Path, help="also write the Markdown report to this file")
+    parser.add_argument("--load", choices=("auto", "wrk", "asyncio"), default="auto",
+                        help="closed-loop load generator (default: wrk when installed)")
+    parser.add_argument("--litellm", help="path of a `litellm` executable to include LiteLLM proxy as a peer "
+                                          "(default: used when litellm is importable here)")
+    parser.add_argument("--features", default="all",
+                        help="feature rows to measure: 'all' (default), 'none', or names from benchmarks/features.py "
+                             "separated by ';'")
+    args = parser.parse_args(argv)
+    if sys.platform != "linux":
+        parser.error("the benchmark reads /proc: Linux only")
+    plan = QUICK if args.quick else FULL
     if args.soak is not None:
-        settings = Settings(**{**settings.__dict__, "soak": args.soak})
-    report = asyncio.run(measure(settings, "quick run" if args.quick else "full run"))
+        plan = replace(plan, soak=args.soak)
+    signal.signal(signal.SIGTERM, _terminate)
+    features = {"all": None, "none": set()}.get(args.features, set(args.features.split(";")))
+    if features:
+        unknown = features - {f.name for f in FEATURES}
+        if unknown:
+            parser.error(f"unknown feature(s) {sorted(unknown)}; known: {[f.name for f in FEATURES]}")
+    report = uvloop.run(main_async(plan, "quick run" if args.quick else "full run", args.load,
+                                    find_litellm(args.litellm), features))
     print(report)
     if args.out:
-        Path(args.out).write_text(report)
+        args.out.write_text(report)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
