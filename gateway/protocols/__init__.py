@@ -1,0 +1,1 @@
+"""Pure translations between client protocols and the chat pivot: no I/O."""
