@@ -22,8 +22,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, metrics
-from gateway.api import errors, health, openwork
-from gateway.api.chat import ChatCompletions
+from gateway.api import errors, health, openwork, unserved
+from gateway.api.chat import ChatProtocol, Pipeline
+from gateway.api.embeddings import EmbeddingsProtocol
 from gateway.api.models import ModelsEndpoint
 from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
@@ -34,6 +35,7 @@ from gateway.upstream.transport import Transport
 log = logging.getLogger("gateway")
 
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 class Gateway:
@@ -41,10 +43,13 @@ class Gateway:
         self._environ = environ
         self.transport = Transport()
         self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, environ)
-        self._chat = ChatCompletions(self.current)
+        self._chat = Pipeline(self.current, ChatProtocol())
+        self._embeddings = Pipeline(self.current, EmbeddingsProtocol())
+        models = ModelsEndpoint()
         self._starlette = Starlette(
             routes=[
-                Route("/v1/models", ModelsEndpoint().handle, methods=["GET"]),
+                Route("/v1/models", models.handle, methods=["GET"]),
+                Route("/v1/models/{model_id:path}", models.handle_one, methods=["GET"]),
                 Route("/livez", health.livez, methods=["GET"]),
                 Route("/readyz", health.readyz, methods=["GET"]),
                 Route("/metrics", _metrics, methods=["GET"]),
@@ -67,6 +72,12 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == CHAT_PATH:
             await self._chat(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == EMBEDDINGS_PATH:
+            await self._embeddings(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == unserved.RESPONSES_PATH and scope["method"] == "GET":
+            await unserved.responses_get(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await unserved.websocket(scope, receive, send)
         else:
             await self._starlette(scope, receive, send)
 

@@ -49,6 +49,7 @@ class Route:
     strategy: str
     total: float
     is_alias: bool
+    compatible_embeddings: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,8 @@ class Router:
             spec, weight = (entry, 1.0) if isinstance(entry, str) else (entry.model, entry.weight)
             targets.append(build(spec, weight, f"targets.{index}"))
         fallbacks = [build(spec, 1.0, f"fallbacks.{i}") for i, spec in enumerate(alias.fallbacks)]
-        return Route(name, tuple(targets), tuple(fallbacks), alias.strategy, total, is_alias=True)
+        return Route(name, tuple(targets), tuple(fallbacks), alias.strategy, total, is_alias=True,
+                     compatible_embeddings=alias.compatible_embeddings)
 
     def _not_found_message(self, model: str) -> str:
         provider, _, _ = model.partition("/")

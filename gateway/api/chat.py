@@ -1,7 +1,12 @@
-"""POST /v1/chat/completions: authenticate, parse, resolve, run the plan, relay. A raw ASGI app.
+"""The inbound request pipeline (authenticate, parse, resolve, run the plan, answer or relay), and
+POST /v1/chat/completions, its first protocol. A raw ASGI app.
 
 Raw ASGI rather than a Starlette endpoint: the hot path reads the body once, builds no Request
 object, and watches for the client going away so that a disconnect cancels the upstream at once.
+
+One pipeline serves every inbound protocol: an `Inbound` says how its body is parsed, which dialect
+and body each target is sent (pass-through or a translation), what the client gets back (answer and
+stream), and the shape of its errors. Chat completions is the identity case.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Protocol
 
 import orjson
 from starlette.types import Message, Receive, Scope, Send
@@ -23,7 +28,9 @@ from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTo
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
 from gateway.relay.stream import RelayResult, relay
+from gateway.routing import Plan
 from gateway.runtime import Runtime
+from gateway.upstream.formats import LegChooser
 
 errors_log = logging.getLogger("gateway")
 
@@ -35,23 +42,87 @@ _SSE_HEADERS = [
 _WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length", b"x-gateway-timeout"})
 
 
-class ChatCompletions:
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+class Inbound(Protocol):
+    """What an inbound protocol (chat completions, embeddings, Responses, Messages) supplies."""
+
+    path: str
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        """The body as a dict with a string `model`; raise BadRequest (naming the field) otherwise."""
+
+    def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan: ...
+
+    def legs(self, runtime: Runtime, body: dict[str, Any]) -> LegChooser | None:
+        """Each target's dialect and body; None sends the body as chat completions to every target."""
+
+    def streams(self, body: dict[str, Any]) -> bool: ...
+
+    def answer(self, served: Served, body: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
+        """The whole answer for the client, and the OpenAI-shaped usage to count."""
+
+    def relay(
+        self, served: Served, body: dict[str, Any], expires: float, result: RelayResult
+    ) -> AsyncGenerator[bytes, None]:
+        """The client's stream; sets result.usage, result.completed and result.error_type as it goes."""
+
+    async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None: ...
+
+
+class ChatProtocol:
+    path = "/v1/chat/completions"
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        body = parse_object(raw)
+        if not isinstance(body.get("messages"), list):
+            raise BadRequest("`messages` is required and must be a list.", param="messages")
+        return body
+
+    def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
+        return runtime.router.resolve(body["model"], body.get("models"))
+
+    def legs(self, runtime: Runtime, body: dict[str, Any]) -> LegChooser | None:
+        return None
+
+    def streams(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def answer(self, served: Served, body: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
+        return served.body or b"", (served.parsed or {}).get("usage")
+
+    def relay(
+        self, served: Served, body: dict[str, Any], expires: float, result: RelayResult
+    ) -> AsyncGenerator[bytes, None]:
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
+                     expires=expires, idle=served.target.timeouts.idle, result=result,
+                     secrets=served.target.endpoint.secrets)
+
+    async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:
+        await send_error(send, error, request_id)
+
+
+class Pipeline:
+    """One inbound endpoint: the same authentication, failover, accounting and disconnect handling for all."""
+
+    def __init__(self, runtime: Callable[[], Runtime], protocol: Inbound) -> None:
         self._runtime = runtime
+        self._protocol = protocol
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
         request_id = _request_id(headers.get("x-request-id"))
         runtime = self._runtime()
+        protocol = self._protocol
         context = RequestRecord(request_id, started)
         try:
             if scope["method"] != "POST":
-                raise MethodNotAllowed("Use POST for /v1/chat/completions.")
+                raise MethodNotAllowed(f"Use POST for {protocol.path}.")
             caller = runtime.auth.authenticate(headers)
             context.caller = caller.name
             raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
-            body = _parse(raw)
+            body = protocol.parse(raw)
             context.model = body["model"]
             caller.check_model(context.model)
             others = body.get("models")
@@ -65,14 +136,15 @@ class ChatCompletions:
             if isinstance(error, AllTargetsFailed):
                 context.attempts = sum(1 for a in error.attempts if a.tried)
             if not context.responding:
-                await send_error(send, error, request_id)
+                await protocol.send_error(send, error, request_id)
         except _ClientGone:
             context.status = 499
         except Exception:
             errors_log.exception("request %s failed inside the gateway", request_id)
             if not context.responding:  # once headers are out, the stream itself must carry the end
                 context.status = 500
-                await send_error(send, GatewayError("The gateway failed on this request; see its log."), request_id)
+                await protocol.send_error(send, GatewayError("The gateway failed on this request; see its log."),
+                                          request_id)
         finally:
             finish(runtime, context)
 
@@ -80,34 +152,32 @@ class ChatCompletions:
         self, runtime: Runtime, body: dict[str, Any], size: int, headers: dict[str, str], context: RequestRecord,
         send: Send, watched: _Watched,
     ) -> None:
-        plan = runtime.router.resolve(context.model, body.get("models"))
+        protocol = self._protocol
+        plan = protocol.plan(runtime, body)
         context.label = context.model  # a known id from here on: safe as a metrics label
         deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
-        stream = body.get("stream") is True
+        stream = protocol.streams(body)
         metrics.in_flight(context.label, 1)
         context.in_flight = True
-        served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size)
+        served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
+                                            legs=protocol.legs(runtime, body))
         context.served = served
         out_headers = _served_headers(served, context.request_id)
         if not stream:
             context.status = 200
-            context.usage = (served.parsed or {}).get("usage")
+            answer, context.usage = protocol.answer(served, body)
             watched.finishing = True
             context.responding = True
-            await send_json(send, 200, served.body or b"", out_headers)
+            await send_json(send, 200, answer, out_headers)
             context.done_at = time.monotonic()
             return
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         result = RelayResult()
         context.relay = result
         context.status = 200
         try:
             context.responding = True
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
-            pieces = relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
-                           expires=deadline.expires, idle=served.target.timeouts.idle, result=result,
-                           secrets=served.target.endpoint.secrets)
+            pieces = protocol.relay(served, body, deadline.expires, result)
             # aclosing: if the client goes away mid-send, the relay (and with it the upstream) closes now.
             async with contextlib.aclosing(pieces):
                 async for piece in pieces:
@@ -205,7 +275,8 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object with a non-empty string `model`: what every inbound protocol starts from."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -215,8 +286,6 @@ def _parse(raw: bytes) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required and must be a string.", param="model")
-    if not isinstance(body.get("messages"), list):
-        raise BadRequest("`messages` is required and must be a list.", param="messages")
     return body
 
 
@@ -237,3 +306,4 @@ def _deadline_seconds(total: float, header: str | None) -> float:
         if asked > 0:
             return min(total, asked)
     return total
+

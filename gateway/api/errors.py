@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.responses import new_request_id
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.api.unserved import not_served
+from gateway.errors import GatewayError, MethodNotAllowed
 
 log = logging.getLogger("gateway")
 
@@ -23,7 +24,7 @@ def _response(error: GatewayError, request: Request) -> Response:
 async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        error: GatewayError = NotFound(f"No such endpoint: {request.method} {request.url.path}.")
+        error: GatewayError = not_served(request.method, request.url.path)
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
     else:

@@ -1,4 +1,4 @@
-"""GET /v1/models: every routable id in the OpenAI list format, each with its catalog metadata."""
+"""GET /v1/models and /v1/models/{id}: every routable id in the OpenAI list format, each with its catalog metadata."""
 
 from __future__ import annotations
 
@@ -8,28 +8,31 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.routing import Route
 from gateway.runtime import Runtime
 
 
 def model_list(runtime: Runtime) -> list[dict[str, Any]]:
-    entries = []
-    for route_id, route in runtime.router.routes.items():
-        first = route.targets[0]
-        available = [t for t in (*route.targets, *route.fallbacks) if t.endpoint.available]
-        entry: dict[str, Any] = {
-            **first.model.metadata(),
-            "id": route_id,
-            "object": "model",
-            "created": 0,
-            "owned_by": "gateway" if route.is_alias else first.provider_id,
-            "available": bool(available),
-        }
-        if route.is_alias:
-            entry["targets"] = [t.key for t in (*route.targets, *route.fallbacks)]
-        elif not available:
-            entry["unavailable_reason"] = first.endpoint.unavailable
-        entries.append(entry)
-    return entries
+    return [model_entry(route) for route in runtime.router.routes.values()]
+
+
+def model_entry(route: Route) -> dict[str, Any]:
+    """One id in OpenAI's model shape, with the catalog's metadata and whether it can be called now."""
+    first = route.targets[0]
+    available = [t for t in (*route.targets, *route.fallbacks) if t.endpoint.available]
+    entry: dict[str, Any] = {
+        **first.model.metadata(),
+        "id": route.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "gateway" if route.is_alias else first.provider_id,
+        "available": bool(available),
+    }
+    if route.is_alias:
+        entry["targets"] = [t.key for t in (*route.targets, *route.fallbacks)]
+    elif not available:
+        entry["unavailable_reason"] = first.endpoint.unavailable
+    return entry
 
 
 class ModelsEndpoint:
@@ -49,3 +52,9 @@ class ModelsEndpoint:
             self._cache = {k: v for k, v in self._cache.items() if k[0] == id(runtime)}
             self._cache[key] = body
         return Response(body, media_type="application/json")
+
+    async def handle_one(self, request: Request) -> Response:
+        """GET /v1/models/{id}: ids may hold slashes (`openrouter/openai/gpt-5`); unknown ids are a 404."""
+        runtime: Runtime = request.app.state.runtime()
+        route = runtime.router.route(request.path_params["model_id"])
+        return Response(orjson.dumps(model_entry(route)), media_type="application/json")

@@ -77,6 +77,9 @@ class ModelAlias(_Strict):
     name: str | None = None
     timeouts: TimeoutsOverride | None = None
     retry: RetryOverride | None = None
+    compatible_embeddings: bool = Field(
+        False, description="its targets' embedding models make comparable vectors, so /v1/embeddings may fall "
+                           "back between them (otherwise only to the same embedding model)")
 
 
 class GatewayKey(_Strict):

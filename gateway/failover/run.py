@@ -28,10 +28,11 @@ from gateway.failover.backoff import Backoff
 from gateway.failover.breaker import Breakers
 from gateway.failover.classify import Action, Attempt, classify, counts_against_health
 from gateway.failover.deadline import Deadline
-from gateway.relay.sse import DONE, EventSplitter, event_data
+from gateway.relay.sse import EventSplitter
 from gateway.routing import LatencyTracker, Plan, Target
 from gateway.upstream import echo
-from gateway.upstream.formats import openai_chat
+from gateway.upstream.formats import Dialect, Leg, LegChooser, Skip
+from gateway.upstream.formats.openai_chat import CHAT
 from gateway.upstream.transport import Transport
 
 
@@ -59,6 +60,7 @@ class Served:
     held: list[bytes] = field(default_factory=list)
     splitter: EventSplitter = field(default_factory=EventSplitter)
     first_token_at: float | None = None
+    leg: Leg | None = None
 
     @property
     def fallbacks(self) -> int:
@@ -95,13 +97,22 @@ class Executor:
         self._backoffs: dict[Any, Backoff] = {}
 
     async def run(
-        self, plan: Plan, body: dict[str, Any], *, stream: bool, deadline: Deadline, body_size: int
+        self, plan: Plan, body: dict[str, Any], *, stream: bool, deadline: Deadline, body_size: int,
+        legs: LegChooser | None = None,
     ) -> Served:
+        """Try the plan's targets in turn. `legs` chooses each target's dialect and body (default: chat)."""
         attempts: list[Attempt] = []
         errors: list[UpstreamError] = []
         skipped_open: list[Target] = []
-        state = _RunState(prompt=_prompt_tokens(body, plan, body_size), requested=_requested_output(body))
+        state = _RunState(prompt=_prompt_tokens(body, plan, body_size), requested=_requested_output(body),
+                          legs=legs or (lambda _target: Leg(CHAT, body)))
+        legs_by_key: dict[str, Leg] = {}
         for target in plan.targets:
+            leg = state.legs(target)
+            if isinstance(leg, Skip):
+                attempts.append(Attempt(target.key, "incompatible", leg.reason, tried=False))
+                continue
+            legs_by_key[target.key] = leg
             reason = self._skip_reason(target, state)
             if reason is not None:
                 attempts.append(Attempt(target.key, reason[0], reason[1], tried=False))
@@ -110,7 +121,7 @@ class Executor:
                 continue
             if state.last_tried is not None:
                 metrics.fallback(plan.model, state.last_tried, target.key)
-            served = await self._try_target(target, body, stream, deadline, attempts, errors, state)
+            served = await self._try_target(target, leg, stream, deadline, attempts, errors, state)
             if served is not None:
                 return served
             state.last_tried = target.key
@@ -120,7 +131,7 @@ class Executor:
             # Every usable target is cooling down: probe the one that recovers first rather than refuse.
             target = min(skipped_open, key=lambda t: self._breakers.get(t.key).opened_until)
             self._breakers.get(target.key).force_probe()
-            served = await self._try_target(target, body, stream, deadline, attempts, errors, state)
+            served = await self._try_target(target, legs_by_key[target.key], stream, deadline, attempts, errors, state)
             if served is not None:
                 return served
         if errors and all(e.error_type == "context_length" for e in errors):
@@ -146,10 +157,10 @@ class Executor:
         return None
 
     async def _try_target(
-        self, target: Target, body: dict[str, Any], stream: bool, deadline: Deadline,
+        self, target: Target, leg: Leg, stream: bool, deadline: Deadline,
         attempts: list[Attempt], errors: list[UpstreamError], state: _RunState,
     ) -> Served | None:
-        payload = openai_chat.build_request(body, target.upstream_model, stream=stream)
+        payload = leg.dialect.build_request(leg.body, target.upstream_model, stream=stream)
         breaker = self._breakers.get(target.key) if self._breakers.enabled else None
         tries = 0
         state.targets_tried += 1
@@ -157,7 +168,7 @@ class Executor:
             tries += 1
             started = time.monotonic()
             try:
-                served = await self._attempt(target, payload, stream, deadline)
+                served = await self._attempt(target, leg, payload, stream, deadline)
             except UpstreamError as error:
                 now = time.monotonic()
                 state.upstream_seconds += now - started
@@ -200,40 +211,46 @@ class Executor:
             metrics.attempt(target.provider_id, target.upstream_model, "success")
             attempts.append(Attempt(target.key, "success", "served"))
             served.attempts = attempts
+            served.leg = leg
             served.targets_tried = state.targets_tried
             served.upstream_seconds = state.upstream_seconds
             return served
 
-    async def _attempt(self, target: Target, payload: dict[str, Any], stream: bool, deadline: Deadline) -> Served:
+    async def _attempt(
+        self, target: Target, leg: Leg, payload: dict[str, Any], stream: bool, deadline: Deadline
+    ) -> Served:
         timeouts = target.timeouts
+        dialect = leg.dialect
         if target.endpoint.wire == "echo":
-            response: UpstreamResponse = echo.answer(payload)
+            response: UpstreamResponse = echo.answer(payload, dialect.name)
         else:
             remaining = deadline.remaining()
             if remaining <= 0:
                 raise UpstreamTimeout("the request deadline ran out before this attempt", phase="deadline")
             if stream:
                 response = await self._transport.send(target.endpoint, payload, connect=timeouts.connect,
-                                                      read=timeouts.idle,
+                                                      read=timeouts.idle, path=dialect.path,
                                                       first_byte=min(timeouts.first_byte, remaining))
             else:
                 # One aiohttp timer bounds the whole answer: the response timeout or the deadline.
                 total = timeouts.response if timeouts.response < remaining else remaining
                 response = await self._transport.send(target.endpoint, payload, connect=timeouts.connect,
-                                                      read=total, total=total)
+                                                      read=total, total=total, path=dialect.path)
         try:
             if response.status >= 400:
                 raw = await response.read_all()
-                raise openai_chat.parse_error(response.status, response.headers, raw, target.provider_id)
+                raise dialect.parse_error(response.status, response.headers, raw, target.provider_id)
             if stream and "text/event-stream" in response.headers.get("content-type", ""):
-                return await self._open_stream(target, response, deadline)
+                return await self._open_stream(target, dialect, response, deadline)
             raw = await response.read_all()
-            return _whole_answer(target, response, raw, stream)
+            return _whole_answer(target, dialect, response, raw, stream)
         except BaseException:
             response.close()
             raise
 
-    async def _open_stream(self, target: Target, response: UpstreamResponse, deadline: Deadline) -> Served:
+    async def _open_stream(
+        self, target: Target, dialect: Dialect, response: UpstreamResponse, deadline: Deadline
+    ) -> Served:
         """Read until the first content chunk; everything read so far is held for the relay to replay."""
         served = Served(target, response, [], 0, 0.0)
         first_token = deadline.cap(target.timeouts.first_token)
@@ -247,7 +264,7 @@ class Executor:
                     committed = False
                     for event in events:
                         # Events after the first content one belong to the relay, malformed or not.
-                        if _opens_answer(event, target):
+                        if dialect.opens_answer(event, target.provider_id):
                             committed = True
                             break
                     served.held.extend(events)
@@ -273,42 +290,16 @@ class _RunState:
     last_tried: str | None = None
     upstream_seconds: float = 0.0
     context_failed_at: int | None = None
+    legs: LegChooser = field(default=lambda _target: Leg(CHAT, {}))
 
 
-def _opens_answer(event: bytes, target: Target) -> bool:
-    """Is this the first event the client may see? Content, a tool call, a finish, usage, or the end."""
-    data = event_data(event)
-    if data is None:
-        return False
-    if data == DONE:
-        return True
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"{target.provider_id} sent a malformed stream chunk") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamProtocolError(f"{target.provider_id} sent a stream chunk that is not an object")
-    error = chunk.get("error")
-    if error:
-        raise openai_chat.parse_error(500, {}, data, target.provider_id)
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if (choice.get("finish_reason") or delta.get("content") or delta.get("tool_calls")
-                or delta.get("reasoning_content") or delta.get("reasoning") or delta.get("refusal")):
-            return True
-    return bool(chunk.get("usage")) and not chunk.get("choices")
-
-
-def _whole_answer(target: Target, response: UpstreamResponse, raw: bytes, stream: bool) -> Served:
+def _whole_answer(target: Target, dialect: Dialect, response: UpstreamResponse, raw: bytes, stream: bool) -> Served:
     raw = target.endpoint.secrets.mask_bytes(raw)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise UpstreamProtocolError(f"{target.provider_id} answered with a body that is not JSON") from None
-    if not isinstance(parsed, dict) or "choices" not in parsed:
-        if isinstance(parsed, dict) and parsed.get("error"):
-            raise openai_chat.parse_error(500, response.headers, raw, target.provider_id)
-        raise UpstreamProtocolError(f"{target.provider_id} answered with JSON that is not a chat completion")
+    dialect.check_answer(parsed, response.headers, raw, target.provider_id)
     if stream:
         raise UpstreamProtocolError(f"{target.provider_id} answered a stream request with a whole answer")
     response.release()

@@ -8,8 +8,10 @@ from the tool's JSON schema; after a tool result, it answers "Tool result: <cont
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,7 +48,15 @@ class EchoResponse:
         self._index = len(self._chunks)
 
 
-def answer(payload: Mapping[str, Any]) -> EchoResponse:
+def answer(payload: Mapping[str, Any], dialect: str = "chat") -> EchoResponse:
+    if dialect == "embeddings":
+        return _embeddings(payload)
+    if dialect != "chat":
+        error = {"error": {"message": f"echo does not speak {dialect}", "type": "invalid_request_error",
+                           "code": "unsupported", "param": None}}
+        response = EchoResponse([orjson.dumps(error)], _HEADERS)
+        response.status = 404
+        return response
     messages = payload.get("messages") or []
     model = str(payload.get("model", "echo"))
     stream = bool(payload.get("stream"))
@@ -87,6 +97,28 @@ def answer(payload: Mapping[str, Any]) -> EchoResponse:
         chunks.append(b"data: " + orjson.dumps(tail) + b"\n\n")
     chunks.append(b"data: [DONE]\n\n")
     return EchoResponse(chunks, _STREAM_HEADERS)
+
+
+def _embeddings(payload: Mapping[str, Any]) -> EchoResponse:
+    """One deterministic unit-length-ish vector per input, from the text's SHA-256 (8 dimensions by default)."""
+    given = payload.get("input")
+    inputs = given if isinstance(given, list) else [given]
+    dimensions = payload.get("dimensions")
+    size = dimensions if isinstance(dimensions, int) and 0 < dimensions <= 64 else 8
+    data = []
+    tokens = 0
+    for index, item in enumerate(inputs):
+        text = item if isinstance(item, str) else orjson.dumps(item).decode()
+        tokens += max(1, len(text) // 4)
+        digest = hashlib.sha256(text.encode()).digest() * 2
+        vector = [round((b - 127.5) / 127.5, 6) for b in digest[:size]]
+        encoded: Any = vector
+        if payload.get("encoding_format") == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    body = {"object": "list", "data": data, "model": str(payload.get("model", "echo")),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return EchoResponse([orjson.dumps(body)], _HEADERS)
 
 
 def _reply(messages: list[Any], tools: Any, tool_choice: Any) -> tuple[str, dict[str, Any] | None]:

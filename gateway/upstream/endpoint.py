@@ -23,11 +23,15 @@ _URL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class Endpoint:
     provider_id: str
     wire: WireFormat | None
-    chat_url: str
+    base_url: str
     headers: Mapping[str, str] = field(repr=False)
     unavailable: str | None = None
     missing_env: tuple[str, ...] = ()
     secrets: Secrets = field(default=NO_SECRETS, repr=False)
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
 
     @property
     def available(self) -> bool:
@@ -68,7 +72,7 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
     # Everything that came from the environment or config to reach this upstream is a credential:
     # the key, extra header values, and the values put into the URL (an account id in a path).
     secrets = Secrets((key, *override.headers.values(), *(environ[name] for name in url_vars)))
-    return Endpoint(provider.id, wire, f"{base}/chat/completions", headers, secrets=secrets)
+    return Endpoint(provider.id, wire, base, headers, secrets=secrets)
 
 
 def _unusable(provider: Provider, reason: str, missing: tuple[str, ...] = ()) -> Endpoint:

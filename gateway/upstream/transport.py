@@ -80,25 +80,26 @@ class Transport:
 
     async def send(
         self, endpoint: Endpoint, payload: dict[str, Any], *, connect: float, read: float,
-        total: float | None = None, first_byte: float | None = None,
+        total: float | None = None, first_byte: float | None = None, path: str = "/chat/completions",
     ) -> HttpResponse:
-        """POST the payload; returns once the status line and headers are in (or raises).
+        """POST the payload to the endpoint's base URL + `path`; returns once the headers are in (or raises).
 
         `total` bounds everything up to the end of the body (whole answers); `first_byte` bounds only
         the wait for the headers (streams, whose body is bounded chunk by chunk by `read`).
         """
         assert self._session is not None, "Transport.start() was not awaited"
         timeout = self._timeout(connect, read, total)
+        url = endpoint.base_url + path
         try:
             if first_byte is None:
                 response = await self._session.post(
-                    endpoint.chat_url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
+                    url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
                     allow_redirects=False,
                 )
             else:
                 async with asyncio.timeout(first_byte):
                     response = await self._session.post(
-                        endpoint.chat_url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
+                        url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
                         allow_redirects=False,
                     )
         except aiohttp.ConnectionTimeoutError:

@@ -246,6 +246,29 @@ def leak(where: str, *, code: int = 400, nested: bool = False) -> Reply:
     return _Leak(where, code, nested)
 
 
+@dataclass
+class _Embeddings(Reply):
+    dims: int = 3
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def respond(self, conn: _Conn, request: Received) -> None:
+        body = request.json if isinstance(request.json, dict) else {}
+        given = body.get("input")
+        inputs = given if isinstance(given, list) else [given]
+        size = body.get("dimensions") or self.dims
+        data = [{"object": "embedding", "index": i, "embedding": [float(i + 1)] * size} for i in range(len(inputs))]
+        raw = orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
+                            "usage": {"prompt_tokens": 7 * len(inputs), "total_tokens": 7 * len(inputs)}})
+        await conn.head(200, {"content-type": "application/json", **self.headers}, chunked=False, length=len(raw))
+        await conn.body(raw)
+
+
+def embeddings(dims: int = 3) -> Reply:
+    """An embeddings answer: one vector per input (all `index + 1`), 7 prompt tokens per input."""
+    return _Embeddings(dims)
+
+
 def ok(text: str = "Hello from upstream", *, model: str | None = None, usage: dict[str, int] | None = None,
        tool_calls: list[dict[str, Any]] | None = None, finish_reason: str = "stop",
        headers: dict[str, str] | None = None) -> Reply:

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import UpstreamStatusError
+from gateway.errors import UpstreamProtocolError, UpstreamStatusError
+from gateway.relay.sse import DONE, event_data
 
 _CONTEXT_HINTS = ("context_length", "context length", "maximum context", "too many tokens", "prompt is too long")
 _POLICY_HINTS = ("content_policy", "content policy", "content_filter", "safety", "moderation")
@@ -30,6 +31,54 @@ def build_request(body: Mapping[str, Any], upstream_model: str, *, stream: bool)
         payload["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \
             else {"include_usage": True}
     return payload
+
+
+class ChatDialect:
+    """Chat completions, `POST {base}/chat/completions`: the gateway's pivot protocol."""
+
+    name = "chat"
+    path = "/chat/completions"
+
+    def build_request(self, body: Mapping[str, Any], upstream_model: str, *, stream: bool) -> dict[str, Any]:
+        return build_request(body, upstream_model, stream=stream)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], raw: bytes,
+                    provider_id: str) -> UpstreamStatusError:
+        return parse_error(status, headers, raw, provider_id)
+
+    def check_answer(self, parsed: Any, headers: Mapping[str, str], raw: bytes, provider_id: str) -> None:
+        if isinstance(parsed, dict) and "choices" in parsed:
+            return
+        if isinstance(parsed, dict) and parsed.get("error"):
+            raise parse_error(500, headers, raw, provider_id)
+        raise UpstreamProtocolError(f"{provider_id} answered with JSON that is not a chat completion")
+
+    def opens_answer(self, event: bytes, provider_id: str) -> bool:
+        return opens_answer(event, provider_id)
+
+
+def opens_answer(event: bytes, provider_id: str) -> bool:
+    """Is this the first event the client may see? Content, a tool call, a finish, usage, or the end."""
+    data = event_data(event)
+    if data is None:
+        return False
+    if data == DONE:
+        return True
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"{provider_id} sent a malformed stream chunk") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamProtocolError(f"{provider_id} sent a stream chunk that is not an object")
+    error = chunk.get("error")
+    if error:
+        raise parse_error(500, {}, data, provider_id)
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if (choice.get("finish_reason") or delta.get("content") or delta.get("tool_calls")
+                or delta.get("reasoning_content") or delta.get("reasoning") or delta.get("refusal")):
+            return True
+    return bool(chunk.get("usage")) and not chunk.get("choices")
 
 
 def parse_error(status: int, headers: Mapping[str, str], raw: bytes, provider_id: str) -> UpstreamStatusError:
@@ -107,3 +156,6 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "error"
+
+
+CHAT = ChatDialect()
