@@ -47,7 +47,7 @@ class Runtime:
         breakers = Breakers(settings.breaker, watcher.changed)
         watcher.breakers = breakers
         watcher.publish_all()
-        executor = Executor(transport, breakers, router.latency)
+        executor = Executor(transport, breakers, router.latency, settings.upstream)
         return cls(settings, catalog, endpoints, router, Authenticator(settings.auth), breakers, executor)
 
     @property

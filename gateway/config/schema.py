@@ -109,6 +109,14 @@ class ServerSettings(_Strict):
     access_log: bool = False
 
 
+class UpstreamLimits(_Strict):
+    """Bytes an upstream may send back; over a limit the attempt fails as a malformed answer."""
+
+    max_answer_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="a whole (non-stream) answer")
+    max_error_bytes: int = Field(1024 * 1024, ge=1024, description="the body of an error status")
+    max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="one SSE event of a stream")
+
+
 class PublishSettings(_Strict):
     id: str = "gateway"
     name: str = "LLM Gateway"
@@ -133,6 +141,7 @@ class Settings(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    upstream: UpstreamLimits = Field(default_factory=UpstreamLimits)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     _source: str = PrivateAttr("<memory>")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway import metrics
+from gateway.config.schema import UpstreamLimits
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -28,11 +29,11 @@ from gateway.failover.backoff import Backoff
 from gateway.failover.breaker import Breakers
 from gateway.failover.classify import Action, Attempt, classify, counts_against_health
 from gateway.failover.deadline import Deadline
-from gateway.relay.sse import EventSplitter
+from gateway.relay.sse import EventSplitter, is_event_stream
 from gateway.routing import LatencyTracker, Plan, Target
 from gateway.upstream import echo
 from gateway.upstream.formats import Dialect, Leg, LegChooser, Skip
-from gateway.upstream.formats.openai_chat import CHAT
+from gateway.upstream.formats.openai_chat import CHAT, completion_events
 from gateway.upstream.transport import Transport
 
 
@@ -40,7 +41,7 @@ class UpstreamResponse(Protocol):
     status: int
     headers: Any
 
-    async def read_all(self) -> bytes: ...
+    async def read_all(self, limit: int) -> bytes: ...
     async def read_chunk(self) -> bytes: ...
     def release(self) -> None: ...
     def close(self) -> None: ...
@@ -90,8 +91,11 @@ class AllTargetsFailed(GatewayError):
 
 
 class Executor:
-    def __init__(self, transport: Transport, breakers: Breakers, latency: LatencyTracker) -> None:
+    def __init__(
+        self, transport: Transport, breakers: Breakers, latency: LatencyTracker, limits: UpstreamLimits
+    ) -> None:
         self._transport = transport
+        self._limits = limits
         self._breakers = breakers
         self._latency = latency
         self._backoffs: dict[Any, Backoff] = {}
@@ -238,27 +242,43 @@ class Executor:
                                                       read=total, total=total, path=dialect.path)
         try:
             if response.status >= 400:
-                raw = await response.read_all()
+                raw = await self._read_whole(response, self._limits.max_error_bytes, stream, target, deadline)
                 raise dialect.parse_error(response.status, response.headers, raw, target.provider_id)
-            if stream and "text/event-stream" in response.headers.get("content-type", ""):
+            if stream and is_event_stream(response.headers.get("content-type", "")):
                 return await self._open_stream(target, dialect, response, deadline)
-            raw = await response.read_all()
+            raw = await self._read_whole(response, self._limits.max_answer_bytes, stream, target, deadline)
             return _whole_answer(target, dialect, response, raw, stream)
         except BaseException:
             response.close()
             raise
 
+    async def _read_whole(
+        self, response: UpstreamResponse, limit: int, stream: bool, target: Target, deadline: Deadline
+    ) -> bytes:
+        """A whole body. A stream request's connection has only an idle timeout, so bound this read by the
+        response timeout and the deadline here (a non-stream request's aiohttp timer already does)."""
+        if not stream:
+            return await response.read_all(limit)
+        seconds = deadline.cap(target.timeouts.response)
+        try:
+            async with asyncio.timeout(seconds):
+                return await response.read_all(limit)
+        except TimeoutError:
+            raise UpstreamTimeout(f"{target.provider_id} did not finish its answer within {seconds:g}s",
+                                  phase="response") from None
+
     async def _open_stream(
         self, target: Target, dialect: Dialect, response: UpstreamResponse, deadline: Deadline
     ) -> Served:
         """Read until the first content chunk; everything read so far is held for the relay to replay."""
-        served = Served(target, response, [], 0, 0.0)
+        served = Served(target, response, [], 0, 0.0, splitter=EventSplitter(self._limits.max_event_bytes))
         first_token = deadline.cap(target.timeouts.first_token)
         try:
             async with asyncio.timeout(first_token):
                 while True:
                     data = await response.read_chunk()
                     if not data:
+                        served.splitter.end()  # an event over the size limit is malformed, not a cut
                         raise StreamCut(f"{target.provider_id} ended the stream before any content")
                     events = served.splitter.feed(data)
                     committed = False
@@ -300,9 +320,13 @@ def _whole_answer(target: Target, dialect: Dialect, response: UpstreamResponse, 
     except orjson.JSONDecodeError:
         raise UpstreamProtocolError(f"{target.provider_id} answered with a body that is not JSON") from None
     dialect.check_answer(parsed, response.headers, raw, target.provider_id)
-    if stream:
+    if stream and dialect.name != CHAT.name:
         raise UpstreamProtocolError(f"{target.provider_id} answered a stream request with a whole answer")
     response.release()
+    if stream:
+        # A whole answer to a stream request is still the answer: the client gets it as one stream.
+        return Served(target, response, [], 0, 0.0, held=completion_events(parsed),
+                      first_token_at=time.monotonic())
     return Served(target, response, [], 0, 0.0, body=raw, parsed=parsed)
 
 

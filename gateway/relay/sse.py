@@ -10,30 +10,72 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import UpstreamProtocolError
+
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
 class EventSplitter:
-    """Splits a byte stream into SSE events at blank lines, whatever the chunking of the input."""
+    """Splits a byte stream into SSE events at blank lines, whatever the chunking of the input.
 
-    __slots__ = ("_buffer",)
+    Bytes of an unfinished event are kept as a list of pieces and joined only once a blank line can
+    have arrived, so an event that comes in many small reads costs linear time, not quadratic. One
+    event larger than `max_event` bytes is refused: the upstream is not speaking SSE sanely.
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_parts", "_size", "_tail", "max_event")
+
+    def __init__(self, max_event: int = 8 * 1024 * 1024) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._tail = b""  # the last bytes kept: a blank line may start in them and end in the next read
+        self.max_event = max_event
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer + data if self._buffer else data
+        """The events that `data` completes. An event over the limit raises UpstreamProtocolError, at once
+        when nothing completed with it, else on the next call (the events before it are still good)."""
+        self.end()
+        if self._parts and not _may_end_event(self._tail + data[:3]) and not _may_end_event(data):
+            self._parts.append(data)
+            self._size += len(data)
+            self._tail = (self._tail + data)[-3:]
+            self.end()
+            return []
+        buffer = b"".join((*self._parts, data)) if self._parts else data
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         events = buffer.split(b"\n\n")
-        self._buffer = events.pop()
-        return [e for e in events if e]
+        rest = events.pop()
+        self._parts, self._size, self._tail = ([rest], len(rest), rest[-3:]) if rest else ([], 0, b"")
+        if len(buffer) > self.max_event and any(len(e) > self.max_event for e in events):
+            self._refuse()
+        events = [e for e in events if e]
+        if not events:
+            self.end()
+        return events
+
+    def end(self) -> None:
+        """Raise if the unfinished event is already over the limit (call it too when the stream ends)."""
+        if self._size > self.max_event:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        raise UpstreamProtocolError(f"the upstream sent a stream event larger than {self.max_event} bytes")
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated by a blank line."""
-        return self._buffer
+        return b"".join(self._parts)
+
+
+def _may_end_event(data: bytes) -> bool:
+    return b"\n\n" in data or b"\n\r\n" in data
+
+
+def is_event_stream(content_type: str) -> bool:
+    """Is this Content-Type SSE? Media types compare case-insensitively, parameters aside."""
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
 def event_data(event: bytes) -> bytes | None:

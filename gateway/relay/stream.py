@@ -89,6 +89,12 @@ async def relay(
                 yield error_event(error.to_body())
                 return
             if not data:
+                try:
+                    splitter.end()
+                except UpstreamError as error:  # it ended inside an event over the size limit
+                    result.error_type = error.error_type
+                    yield error_event(error.to_body())
+                    return
                 if result.finished:
                     result.completed = True
                     clean = True
@@ -98,7 +104,12 @@ async def relay(
                 result.error_type = cut.error_type
                 yield error_event(cut.to_body())
                 return
-            pending = splitter.feed(data)
+            try:
+                pending = splitter.feed(data)
+            except UpstreamError as error:  # an event over the size limit
+                result.error_type = error.error_type
+                yield error_event(error.to_body())
+                return
     finally:
         # Reused only when the body was read to its end; otherwise (client gone, upstream broken)
         # the connection is dropped at once, which is what cancels the upstream's work.

@@ -32,7 +32,7 @@ class EchoResponse:
         self._chunks = chunks
         self._index = 0
 
-    async def read_all(self) -> bytes:
+    async def read_all(self, limit: int | None = None) -> bytes:
         return b"".join(self._chunks)
 
     async def read_chunk(self) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import StreamCut, UpstreamConnectError, UpstreamTimeout
+from gateway.errors import StreamCut, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
 
 
@@ -27,13 +27,28 @@ class HttpResponse:
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
 
-    async def read_all(self) -> bytes:
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body; more than `limit` bytes is refused as a malformed answer."""
+        declared = self._response.content_length
+        if declared is not None and declared > limit:
+            raise UpstreamProtocolError(f"the upstream's answer ({declared} bytes) is over the {limit}-byte limit")
         try:
-            return await self._response.read()
+            return await self._read_bounded(limit)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the upstream stopped sending its answer", phase="idle") from None
         except aiohttp.ClientError as exc:
             raise StreamCut(f"the upstream connection broke while reading the answer ({_name(exc)})") from None
+
+    async def _read_bounded(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        content = self._response.content
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamProtocolError(f"the upstream's answer is over the {limit}-byte limit")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def read_chunk(self) -> bytes:
         """Whatever bytes arrived next; b"" once the body has ended."""

@@ -269,6 +269,37 @@ def embeddings(dims: int = 3) -> Reply:
     return _Embeddings(dims)
 
 
+@dataclass
+class _Body(Reply):
+    """Any status and content type, with the body sent as given: chunked (pieces and pauses) or whole."""
+
+    code: int
+    content_type: str
+    parts: list[Any]
+    chunked: bool = True
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def respond(self, conn: _Conn, request: Received) -> None:
+        headers = {"content-type": self.content_type, **self.headers}
+        if not self.chunked:
+            raw = b"".join(p for p in self.parts if isinstance(p, bytes))
+            await conn.head(self.code, headers, chunked=False, length=len(raw))
+            await conn.body(raw)
+            return
+        await conn.head(self.code, headers, chunked=True)
+        for part in self.parts:
+            if isinstance(part, _Pause):
+                await asyncio.sleep(part.seconds)
+            else:
+                await conn.chunk(part)
+        await conn.end_chunks()
+
+
+def body(code: int, content_type: str, parts: list[Any], *, chunked: bool = True) -> Reply:
+    return _Body(code, content_type, list(parts), chunked)
+
+
 def ok(text: str = "Hello from upstream", *, model: str | None = None, usage: dict[str, int] | None = None,
        tool_calls: list[dict[str, Any]] | None = None, finish_reason: str = "stop",
        headers: dict[str, str] | None = None) -> Reply:

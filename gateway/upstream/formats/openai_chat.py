@@ -81,6 +81,29 @@ def opens_answer(event: bytes, provider_id: str) -> bool:
     return bool(chunk.get("usage")) and not chunk.get("choices")
 
 
+def completion_events(completion: Mapping[str, Any]) -> list[bytes]:
+    """A whole chat completion as the SSE events of the same answer streamed: one chunk per choice
+    (its message as the delta), the usage-only chunk, and [DONE]. For upstreams that answer a stream
+    request with a whole answer."""
+    base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint") if k in completion}
+    base["object"] = "chat.completion.chunk"
+    events = []
+    for index, choice in enumerate(completion.get("choices") or ()):
+        choice = choice if isinstance(choice, dict) else {}
+        delta = dict(choice.get("message") or {})
+        if isinstance(delta.get("tool_calls"), list):
+            delta["tool_calls"] = [{"index": i, **c} if isinstance(c, dict) else c
+                                   for i, c in enumerate(delta["tool_calls"])]
+        out = {"index": choice.get("index", index), "delta": delta, "finish_reason": choice.get("finish_reason")}
+        if "logprobs" in choice:
+            out["logprobs"] = choice["logprobs"]
+        events.append(b"data: " + orjson.dumps({**base, "choices": [out]}))
+    if completion.get("usage"):
+        events.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": completion["usage"]}))
+    events.append(b"data: [DONE]")
+    return events
+
+
 def parse_error(status: int, headers: Mapping[str, str], raw: bytes, provider_id: str) -> UpstreamStatusError:
     error = _error_object(raw)
     message = str(error.get("message")) if error and error.get("message") else _reason(status)
