@@ -6,16 +6,19 @@ a request only looks a route up and, for weighted or latency strategies, orders 
 
 from __future__ import annotations
 
-import difflib
+import itertools
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.catalog.schema import Catalog, Model
 from gateway.config.schema import ModelAlias, RetryOverride, RetryPolicy, Settings, Timeouts, TimeoutsOverride
 from gateway.errors import BadRequest, ConfigError, ModelNotFound
+from gateway.suggest import SuggestionIndex
 from gateway.upstream.endpoint import Endpoint
+
+_PROVIDERS = "/"  # the suggestion scope of provider ids (no provider id contains a slash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +84,22 @@ class Router:
     def __init__(self, catalog: Catalog, settings: Settings, endpoints: Mapping[str, Endpoint]) -> None:
         self.latency = LatencyTracker()
         self.routes: dict[str, Route] = {}
-        self._by_provider: dict[str, list[str]] = {}
         total = settings.timeouts.total
         for provider in catalog.providers.values():
             endpoint = endpoints[provider.id]
             override = settings.providers.get(provider.id)
             timeouts = _merge_timeouts(settings.timeouts, override.timeouts if override else None)
             retry = _merge_retry(settings.retry, override.retry if override else None)
-            ids = self._by_provider.setdefault(provider.id, [])
             for model in provider.models.values():
                 key = f"{provider.id}/{model.id}"
                 target = Target(key, model.id, endpoint, model, timeouts, retry)
                 self.routes[key] = Route(key, (target,), (), "ordered", total, is_alias=False)
-                ids.append(key)
         for name, alias in settings.models.items():
             self.routes[name] = self._alias_route(name, alias, settings, catalog, endpoints)
+        routes = ((route.targets[0].provider_id, route.targets[0].upstream_model, key) if not route.is_alias
+                  else ("", key, key) for key, route in self.routes.items())
+        providers = ((_PROVIDERS, pid, pid) for pid in catalog.providers)
+        self._suggestions = SuggestionIndex(itertools.chain(routes, providers))
 
     def resolve(self, model: str, client_models: Sequence[Any] | None = None) -> Plan:
         """The plan for a request: its model's route, or the client's own `models` order."""
@@ -156,9 +160,11 @@ class Router:
                      compatible_embeddings=alias.compatible_embeddings)
 
     def _not_found_message(self, model: str) -> str:
-        provider, _, _ = model.partition("/")
-        candidates: Iterable[str] = self._by_provider.get(provider) or [r for r in self.routes if "/" not in r]
-        close = difflib.get_close_matches(model, list(candidates), n=3, cutoff=0.6)
+        provider, _, name = model.partition("/")
+        if name and provider not in self._suggestions:
+            # `opnai/gpt-5`: look for the model under the provider id it is closest to.
+            provider = next(iter(self._suggestions.suggest(_PROVIDERS, provider)), provider)
+        close = self._suggestions.suggest(provider, name) or self._suggestions.suggest("", model)
         hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
         return (f"The model `{model}` does not exist on this gateway.{hint} "
                 "List the model ids with GET /v1/models (or `gateway check`).")

@@ -70,3 +70,43 @@ def test_alias_timeouts_override_provider_and_global() -> None:
     target = r.resolve("s").targets[0]
     assert target.timeouts.first_token == 7 and target.timeouts.idle == 60
     assert target.retry.attempts == 1 and r.resolve("s").total == 30
+
+
+def big_router(count: int) -> Router:
+    models = [model_json(f"vendor-{i % 40}/model-{i}-instruct") for i in range(count)] + [model_json("gpt-4o-mini")]
+    doc = provider_json("big", "https://big.example/v1", models)
+    catalog = Catalog({p.id: p for p in parse_document(doc, "t.json")}, ("t.json",))
+    settings = parse_settings({"catalog": ["t.json"], "models": {"smart": {"targets": ["big/gpt-4o-mini"]}}},
+                              "g.yaml", {})
+    endpoints = {p: build_endpoint(v, None, {"BIG_API_KEY": "k"}) for p, v in catalog.providers.items()}
+    return Router(catalog, settings, endpoints)
+
+
+def test_did_you_mean_finds_typos_of_models_providers_and_aliases() -> None:
+    r = big_router(50)
+    for asked, meant in (("big/gpt-4o-mnii", "big/gpt-4o-mini"), ("big/gtp-4o-mini", "big/gpt-4o-mini"),
+                         ("bgi/gpt-4o-mini", "big/gpt-4o-mini"), ("big/GPT_4o_mini", "big/gpt-4o-mini"),
+                         ("smrat", "smart"), ("big/vendor-3/model-3-instrut", "big/vendor-3/model-3-instruct")):
+        with pytest.raises(ModelNotFound) as caught:
+            r.resolve(asked)
+        assert f"Did you mean `{meant}`" in caught.value.message, (asked, caught.value.message)
+
+
+def test_did_you_mean_does_bounded_work_however_big_the_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = big_router(3000)
+    compared = 0
+    import difflib
+
+    original = difflib.SequenceMatcher.set_seq1
+
+    def counting(self: difflib.SequenceMatcher[str], a: str) -> None:
+        nonlocal compared
+        compared += 1
+        original(self, a)
+
+    monkeypatch.setattr(difflib.SequenceMatcher, "set_seq1", counting)
+    for asked in ("big/vendor-7/model-7-instrukt", "big/" + "q" * 250, "big/zzz"):
+        compared = 0
+        with pytest.raises(ModelNotFound):
+            r.resolve(asked)
+        assert compared <= 25, f"{compared} comparisons for one unknown id"

@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway import metrics
 from gateway.api.accounting import RequestRecord, finish
 from gateway.api.responses import new_request_id, send_error, send_json
+from gateway.api.validate import check_chat_body, check_common
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
@@ -75,6 +76,7 @@ class ChatProtocol:
         body = parse_object(raw)
         if not isinstance(body.get("messages"), list):
             raise BadRequest("`messages` is required and must be a list.", param="messages")
+        check_chat_body(body)
         return body
 
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
@@ -286,6 +288,7 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required and must be a string.", param="model")
+    check_common(body, raw)
     return body
 
 
