@@ -25,6 +25,7 @@ from gateway import __version__, metrics
 from gateway.api import errors, health, openwork, unserved
 from gateway.api.chat import ChatProtocol, Pipeline
 from gateway.api.embeddings import EmbeddingsProtocol
+from gateway.api.messages import CountTokens, MessagesProtocol
 from gateway.api.models import ModelsEndpoint
 from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
@@ -36,6 +37,7 @@ log = logging.getLogger("gateway")
 
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+MESSAGES_PATH = "/v1/messages"
 
 
 class Gateway:
@@ -45,11 +47,13 @@ class Gateway:
         self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, environ)
         self._chat = Pipeline(self.current, ChatProtocol())
         self._embeddings = Pipeline(self.current, EmbeddingsProtocol())
+        self._messages = Pipeline(self.current, MessagesProtocol())
         models = ModelsEndpoint()
         self._starlette = Starlette(
             routes=[
                 Route("/v1/models", models.handle, methods=["GET"]),
                 Route("/v1/models/{model_id:path}", models.handle_one, methods=["GET"]),
+                Route("/v1/messages/count_tokens", CountTokens(self.transport).handle, methods=["POST"]),
                 Route("/livez", health.livez, methods=["GET"]),
                 Route("/readyz", health.readyz, methods=["GET"]),
                 Route("/metrics", _metrics, methods=["GET"]),
@@ -74,6 +78,8 @@ class Gateway:
             await self._chat(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == EMBEDDINGS_PATH:
             await self._embeddings(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == MESSAGES_PATH:
+            await self._messages(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == unserved.RESPONSES_PATH and scope["method"] == "GET":
             await unserved.responses_get(scope, receive, send)
         elif scope["type"] == "websocket":

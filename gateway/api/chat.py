@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -47,13 +47,14 @@ class Inbound(Protocol):
     """What an inbound protocol (chat completions, embeddings, Responses, Messages) supplies."""
 
     path: str
+    headers: frozenset[bytes]  # request headers (lower case) it reads besides the pipeline's own
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         """The body as a dict with a string `model`; raise BadRequest (naming the field) otherwise."""
 
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan: ...
 
-    def legs(self, runtime: Runtime, body: dict[str, Any]) -> LegChooser | None:
+    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser | None:
         """Each target's dialect and body; None sends the body as chat completions to every target."""
 
     def streams(self, body: dict[str, Any]) -> bool: ...
@@ -71,6 +72,7 @@ class Inbound(Protocol):
 
 class ChatProtocol:
     path = "/v1/chat/completions"
+    headers: frozenset[bytes] = frozenset()
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         body = parse_object(raw)
@@ -82,7 +84,7 @@ class ChatProtocol:
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
         return runtime.router.resolve(body["model"], body.get("models"))
 
-    def legs(self, runtime: Runtime, body: dict[str, Any]) -> LegChooser | None:
+    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser | None:
         return None
 
     def streams(self, body: dict[str, Any]) -> bool:
@@ -110,13 +112,15 @@ class Pipeline:
     def __init__(self, runtime: Callable[[], Runtime], protocol: Inbound) -> None:
         self._runtime = runtime
         self._protocol = protocol
+        self._wanted = _WANTED | protocol.headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
-        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+        protocol = self._protocol
+        wanted = self._wanted
+        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
         request_id = _request_id(headers.get("x-request-id"))
         runtime = self._runtime()
-        protocol = self._protocol
         context = RequestRecord(request_id, started)
         try:
             if scope["method"] != "POST":
@@ -162,7 +166,7 @@ class Pipeline:
         metrics.in_flight(context.label, 1)
         context.in_flight = True
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
-                                            legs=protocol.legs(runtime, body))
+                                            legs=protocol.legs(runtime, body, headers))
         context.served = served
         out_headers = _served_headers(served, context.request_id)
         if not stream:

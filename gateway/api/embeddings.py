@@ -7,7 +7,7 @@ alias says its targets are compatible (`compatible_embeddings: true`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from starlette.types import Send
@@ -27,6 +27,7 @@ MAX_INPUTS = 2048  # OpenAI's own limit on inputs per request
 
 class EmbeddingsProtocol:
     path = "/v1/embeddings"
+    headers: frozenset[bytes] = frozenset()
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         body = parse_object(raw)
@@ -51,7 +52,7 @@ class EmbeddingsProtocol:
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
         return runtime.router.resolve(body["model"], body.get("models"))
 
-    def legs(self, runtime: Runtime, body: dict[str, Any]) -> LegChooser | None:
+    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser | None:
         listed = body.get("models")
         first = listed[0] if isinstance(listed, list) and listed else body["model"]
         route = runtime.router.route(first)

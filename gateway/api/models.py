@@ -8,6 +8,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api import anthropic_models
+from gateway.errors import GatewayError
+from gateway.protocols import messages
 from gateway.routing import Route
 from gateway.runtime import Runtime
 
@@ -35,6 +38,10 @@ def model_entry(route: Route) -> dict[str, Any]:
     return entry
 
 
+def _available(route: Route) -> bool:
+    return any(t.endpoint.available for t in (*route.targets, *route.fallbacks))
+
+
 class ModelsEndpoint:
     """The full list is serialised once per runtime; `?available=true` lists only callable ids."""
 
@@ -44,6 +51,13 @@ class ModelsEndpoint:
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime()
         only_available = request.query_params.get("available", "").lower() in ("1", "true", "yes")
+        if "anthropic-version" in request.headers:  # an Anthropic client: its list shape, paged
+            routes = [r for r in runtime.router.routes.values() if not only_available or _available(r)]
+            try:
+                return Response(anthropic_models.page(routes, request.query_params), media_type="application/json")
+            except GatewayError as error:
+                return Response(orjson.dumps(messages.error_body(error)), status_code=error.status,
+                                media_type="application/json")
         key = (id(runtime), only_available)
         body = self._cache.get(key)
         if body is None:
@@ -57,4 +71,6 @@ class ModelsEndpoint:
         """GET /v1/models/{id}: ids may hold slashes (`openrouter/openai/gpt-5`); unknown ids are a 404."""
         runtime: Runtime = request.app.state.runtime()
         route = runtime.router.route(request.path_params["model_id"])
+        if "anthropic-version" in request.headers:
+            return Response(orjson.dumps(anthropic_models.model_object(route)), media_type="application/json")
         return Response(orjson.dumps(model_entry(route)), media_type="application/json")

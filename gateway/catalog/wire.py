@@ -8,19 +8,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-WireFormat = Literal["openai", "echo"]
+WireFormat = Literal["openai", "anthropic", "echo"]
 
 OPENAI: WireFormat = "openai"
+ANTHROPIC: WireFormat = "anthropic"
 ECHO: WireFormat = "echo"
+
+# The Messages API version the gateway speaks when the client did not name one.
+ANTHROPIC_VERSION = "2023-06-01"
 
 ECHO_PACKAGE = "gateway/echo"
 
 # npm package -> (wire format, default base URL when the catalog entry has no `api`).
-# Anthropic, Google and Cohere are reached through their own OpenAI-compatible endpoints.
+# Anthropic's package (Anthropic itself, and MiniMax, Kimi and others serving its Messages API) is
+# spoken natively; Google and Cohere are reached through their own OpenAI-compatible endpoints.
 PACKAGES: dict[str, tuple[WireFormat, str | None]] = {
     "@ai-sdk/openai-compatible": (OPENAI, None),
     "@ai-sdk/openai": (OPENAI, "https://api.openai.com/v1"),
-    "@ai-sdk/anthropic": (OPENAI, "https://api.anthropic.com/v1"),
+    "@ai-sdk/anthropic": (ANTHROPIC, "https://api.anthropic.com/v1"),
     "@ai-sdk/google": (OPENAI, "https://generativelanguage.googleapis.com/v1beta/openai"),
     "@ai-sdk/groq": (OPENAI, "https://api.groq.com/openai/v1"),
     "@ai-sdk/mistral": (OPENAI, "https://api.mistral.ai/v1"),

@@ -63,6 +63,9 @@ class ProviderSettings(_Strict):
     timeouts: TimeoutsOverride | None = None
     retry: RetryOverride | None = None
     enabled: bool = True
+    # The wire format to speak instead of the one the catalog's package implies: `anthropic` for a
+    # Messages API at base_url (…/v1/messages), `openai` for a chat-completions one.
+    wire: Literal["openai", "anthropic"] | None = None
 
 
 class TargetSpec(_Strict):

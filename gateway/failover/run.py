@@ -33,6 +33,7 @@ from gateway.relay.sse import EventSplitter, is_event_stream
 from gateway.routing import LatencyTracker, Plan, Target
 from gateway.upstream import echo
 from gateway.upstream.formats import Dialect, Leg, LegChooser, Skip
+from gateway.upstream.formats.by_wire import chat_leg
 from gateway.upstream.formats.openai_chat import CHAT, completion_events
 from gateway.upstream.transport import Transport
 
@@ -109,7 +110,7 @@ class Executor:
         errors: list[UpstreamError] = []
         skipped_open: list[Target] = []
         state = _RunState(prompt=_prompt_tokens(body, plan, body_size), requested=_requested_output(body),
-                          legs=legs or (lambda _target: Leg(CHAT, body)))
+                          legs=legs or (lambda t: chat_leg(t.endpoint.wire, t.model.limit.output, body)))
         legs_by_key: dict[str, Leg] = {}
         for target in plan.targets:
             leg = state.legs(target)
@@ -233,17 +234,19 @@ class Executor:
                 raise UpstreamTimeout("the request deadline ran out before this attempt", phase="deadline")
             if stream:
                 response = await self._transport.send(target.endpoint, payload, connect=timeouts.connect,
-                                                      read=timeouts.idle, path=dialect.path,
+                                                      read=timeouts.idle, path=dialect.path, headers=leg.headers,
                                                       first_byte=min(timeouts.first_byte, remaining))
             else:
                 # One aiohttp timer bounds the whole answer: the response timeout or the deadline.
                 total = timeouts.response if timeouts.response < remaining else remaining
                 response = await self._transport.send(target.endpoint, payload, connect=timeouts.connect,
-                                                      read=total, total=total, path=dialect.path)
+                                                      read=total, total=total, path=dialect.path,
+                                                      headers=leg.headers)
         try:
             if response.status >= 400:
                 raw = await self._read_whole(response, self._limits.max_error_bytes, stream, target, deadline)
                 raise dialect.parse_error(response.status, response.headers, raw, target.provider_id)
+            response = dialect.view(response)  # a translating wire shows its answer as chat from here on
             if stream and is_event_stream(response.headers.get("content-type", "")):
                 return await self._open_stream(target, dialect, response, deadline)
             raw = await self._read_whole(response, self._limits.max_answer_bytes, stream, target, deadline)

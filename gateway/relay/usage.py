@@ -15,6 +15,7 @@ class Usage:
     output: int = 0
     cached: int = 0
     reasoning: int = 0
+    cache_write: int = 0  # input tokens written to a prompt cache (Anthropic bills them at cache_write)
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
@@ -27,12 +28,18 @@ class Usage:
             output=int(completion),
             cached=int(prompt_details.get("cached_tokens") or 0),
             reasoning=int(completion_details.get("reasoning_tokens") or 0),
+            cache_write=int(prompt_details.get("cache_write_tokens") or 0),
         )
 
     def cost(self, prices: Cost | None) -> float | None:
-        """USD, or None when the catalog has no price. Cached input is billed at cache_read when known."""
+        """USD, or None when the catalog has no price. Cached input is billed at cache_read and cache
+        writes at cache_write when the catalog has those prices, else at the input price."""
         if prices is None or prices.input is None or prices.output is None:
             return None
         cached = min(self.cached, self.input)
-        cache_price = prices.cache_read if prices.cache_read is not None else prices.input
-        return ((self.input - cached) * prices.input + cached * cache_price + self.output * prices.output) / 1e6
+        written = min(self.cache_write, self.input - cached)
+        read_price = prices.cache_read if prices.cache_read is not None else prices.input
+        write_price = prices.cache_write if prices.cache_write is not None else prices.input
+        plain = self.input - cached - written
+        return (plain * prices.input + cached * read_price + written * write_price
+                + self.output * prices.output) / 1e6

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.catalog.schema import Provider
-from gateway.catalog.wire import WireFormat, default_base_url, wire_format
+from gateway.catalog.wire import ANTHROPIC, ANTHROPIC_VERSION, WireFormat, default_base_url, wire_format
 from gateway.config.schema import ProviderSettings
 from gateway.upstream.secrets import NO_SECRETS, Secrets
 
@@ -44,7 +44,7 @@ class Endpoint:
 
 def build_endpoint(provider: Provider, override: ProviderSettings | None, environ: Mapping[str, str]) -> Endpoint:
     override = override or ProviderSettings()
-    wire = wire_format(provider.npm)
+    wire = override.wire or wire_format(provider.npm)
     if wire is None:
         return _unusable(provider, f"its package {provider.npm} speaks a wire format the gateway does not")
     if not override.enabled:
@@ -66,8 +66,13 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
 
     base = _URL_VAR.sub(lambda m: environ[m.group(1)], base).rstrip("/")
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    if wire == ANTHROPIC:  # the API version the gateway speaks unless the client names its own
+        headers["anthropic-version"] = ANTHROPIC_VERSION
     if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
+        if wire == ANTHROPIC:
+            headers["x-api-key"] = key
+        else:
+            headers["Authorization"] = f"Bearer {key}"
     headers.update(override.headers)
     # Everything that came from the environment or config to reach this upstream is a credential:
     # the key, extra header values, and the values put into the URL (an account id in a path).

@@ -96,25 +96,28 @@ class Transport:
     async def send(
         self, endpoint: Endpoint, payload: dict[str, Any], *, connect: float, read: float,
         total: float | None = None, first_byte: float | None = None, path: str = "/chat/completions",
+        headers: Mapping[str, str] | None = None,
     ) -> HttpResponse:
         """POST the payload to the endpoint's base URL + `path`; returns once the headers are in (or raises).
 
         `total` bounds everything up to the end of the body (whole answers); `first_byte` bounds only
-        the wait for the headers (streams, whose body is bounded chunk by chunk by `read`).
+        the wait for the headers (streams, whose body is bounded chunk by chunk by `read`). `headers`
+        (per request, e.g. a client's anthropic-beta) go over the endpoint's own.
         """
         assert self._session is not None, "Transport.start() was not awaited"
         timeout = self._timeout(connect, read, total)
         url = endpoint.base_url + path
+        sent = {**endpoint.headers, **headers} if headers else endpoint.headers
         try:
             if first_byte is None:
                 response = await self._session.post(
-                    url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
+                    url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
                     allow_redirects=False,
                 )
             else:
                 async with asyncio.timeout(first_byte):
                     response = await self._session.post(
-                        url, data=orjson.dumps(payload), headers=endpoint.headers, timeout=timeout,
+                        url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
                         allow_redirects=False,
                     )
         except aiohttp.ConnectionTimeoutError:

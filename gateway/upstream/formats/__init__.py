@@ -5,17 +5,33 @@ embeddings, the Responses API, ...): where it is posted, how the body is prepare
 answer must look like, and which stream event is the first one a client may see. A `Leg` is the
 dialect and body chosen for one target: an inbound protocol passes its own body through to a
 target that speaks it natively, and sends a chat translation to the others.
+
+A dialect whose wire differs from chat (native Anthropic) translates its answers in `view`, so the
+executor and relay see chat completions whatever the wire; every other dialect's view is the
+response itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.errors import UpstreamStatusError
     from gateway.routing import Target
+
+
+class UpstreamAnswer(Protocol):
+    """An upstream response as the executor reads it."""
+
+    status: int
+    headers: Any
+
+    async def read_all(self, limit: int) -> bytes: ...
+    async def read_chunk(self) -> bytes: ...
+    def release(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class Dialect(Protocol):
@@ -33,6 +49,9 @@ class Dialect(Protocol):
     def opens_answer(self, event: bytes, provider_id: str) -> bool:
         """Is this stream event the first one a client may see? Raise for an error or a malformed event."""
 
+    def view(self, response: UpstreamAnswer) -> UpstreamAnswer:
+        """The (successful) response as the rest of the gateway reads it: the response itself, or a translation."""
+
 
 @dataclass(frozen=True, slots=True)
 class Leg:
@@ -40,6 +59,7 @@ class Leg:
 
     dialect: Dialect
     body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)  # per request, over the endpoint's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.errors import UpstreamProtocolError, UpstreamStatusError
 from gateway.relay.sse import DONE, event_data
+from gateway.upstream.formats import UpstreamAnswer
 
 _CONTEXT_HINTS = ("context_length", "context length", "maximum context", "too many tokens", "prompt is too long")
 _POLICY_HINTS = ("content_policy", "content policy", "content_filter", "safety", "moderation")
@@ -55,6 +56,9 @@ class ChatDialect:
 
     def opens_answer(self, event: bytes, provider_id: str) -> bool:
         return opens_answer(event, provider_id)
+
+    def view(self, response: UpstreamAnswer) -> UpstreamAnswer:
+        return response
 
 
 def opens_answer(event: bytes, provider_id: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import UpstreamProtocolError, UpstreamStatusError
-from gateway.upstream.formats import openai_chat
+from gateway.upstream.formats import UpstreamAnswer, openai_chat
 
 _PROVIDER_PREFIX = re.compile(r"^.*/")
 
@@ -39,6 +39,9 @@ class EmbeddingsDialect:
 
     def opens_answer(self, event: bytes, provider_id: str) -> bool:
         raise UpstreamProtocolError(f"{provider_id} answered an embeddings request with a stream")
+
+    def view(self, response: UpstreamAnswer) -> UpstreamAnswer:
+        return response
 
 
 def vector_space(upstream_model: str) -> str:
