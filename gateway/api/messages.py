@@ -155,7 +155,7 @@ class CountTokens:
             forwarded = {name: request.headers[name] for name in FORWARDED if name in request.headers}
             for target in plan.targets:
                 if target.endpoint.wire == "anthropic" and target.endpoint.available:
-                    counted = await self._ask(target, body, forwarded)
+                    counted = await self._ask(target, body, forwarded, runtime.settings.upstream.max_answer_bytes)
                     if counted is not None:
                         return counted
             estimate = orjson.dumps({"input_tokens": messages.estimate_tokens(body)})
@@ -166,7 +166,9 @@ class CountTokens:
             return Response(orjson.dumps(body), status_code=messages.error_status(error),
                             media_type="application/json", headers={"x-request-id": request_id, **error.headers})
 
-    async def _ask(self, target: Target, body: dict[str, Any], headers: Mapping[str, str]) -> Response | None:
+    async def _ask(
+        self, target: Target, body: dict[str, Any], headers: Mapping[str, str], limit: int
+    ) -> Response | None:
         """The upstream's count, its own refusal of a bad request, or None (unreachable: estimate instead)."""
         payload = {**body, "model": target.upstream_model}
         timeouts = target.timeouts
@@ -175,7 +177,7 @@ class CountTokens:
                                                   read=timeouts.response, total=timeouts.response,
                                                   path="/messages/count_tokens", headers=headers)
             try:
-                raw = await response.read_all()
+                raw = await response.read_all(limit)
             finally:
                 response.close()
         except UpstreamError:
