@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, metrics
-from gateway.api import errors, health, openwork, unserved
+from gateway.api import admin, errors, health, openwork, unserved
 from gateway.api.chat import ChatProtocol, Pipeline
 from gateway.api.embeddings import EmbeddingsProtocol
 from gateway.api.messages import CountTokens, MessagesProtocol
@@ -31,6 +31,7 @@ from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import Runtime
+from gateway.teams.service import Teams
 from gateway.upstream.transport import Transport
 
 log = logging.getLogger("gateway")
@@ -44,7 +45,8 @@ class Gateway:
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
         self.transport = Transport()
-        self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, environ)
+        self.teams = Teams(settings.state)
+        self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, environ, self.teams)
         self._chat = Pipeline(self.current, ChatProtocol())
         self._embeddings = Pipeline(self.current, EmbeddingsProtocol())
         self._messages = Pipeline(self.current, MessagesProtocol())
@@ -58,6 +60,7 @@ class Gateway:
                 Route("/readyz", health.readyz, methods=["GET"]),
                 Route("/metrics", _metrics, methods=["GET"]),
                 Route("/openwork/provider.json", openwork.provider_json, methods=["GET"]),
+                *admin.routes(),
             ],
             exception_handlers={
                 HTTPException: errors.http_exception,
@@ -92,11 +95,14 @@ class Gateway:
         source = self.runtime.settings.source
         try:
             settings = load_settings(source, self._environ)
-            runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self._environ)
+            runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self._environ,
+                                    self.teams)
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config:\n%s", exc)
             metrics.config_loaded(False, reload=True)
             return False
+        if settings.state != self.runtime.settings.state:
+            log.warning("state.* changed in %s: the state store changes at the next restart", source)
         self.runtime = runtime
         log.warning("config reloaded from %s", source)
         metrics.config_loaded(True, reload=True)
@@ -105,6 +111,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.transport.start()
+        await self.teams.start()
         # The catalog and routes are thousands of long-lived objects: keep the cyclic GC from walking
         # them again and again under load.
         gc.freeze()
@@ -113,6 +120,7 @@ class Gateway:
         try:
             yield
         finally:
+            await self.teams.stop()  # the last settlements and ledger rows are written before exit
             await self.transport.close()
             metrics.worker_exit()
 

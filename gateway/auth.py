@@ -1,4 +1,8 @@
-"""Gateway keys: who is calling. Keys are kept only as SHA-256 digests and compared in constant time."""
+"""Gateway keys: who is calling. Keys are kept only as SHA-256 digests and compared in constant time.
+
+Keys come from the config (`auth.keys`, `auth.admin_keys`) and from the managed keys of the state
+store, which a worker keeps in memory (`ManagedLookup`, refreshed in the background).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,23 @@ import fnmatch
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from gateway.config.schema import AuthSettings
+from gateway.config.schema import AdminKey, AuthSettings, GatewayKey
 from gateway.errors import Forbidden, Unauthorized
+from gateway.state.store import LimitSettings
+from gateway.teams.limits import limit_settings
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     name: str
     models: re.Pattern[str] | None = None
+    limits: LimitSettings | None = None
+    expires_at: float | None = None
 
     def check_model(self, model: str) -> None:
         if self.models is not None and not self.models.match(model):
@@ -26,39 +36,78 @@ class Caller:
 ANONYMOUS = Caller("anonymous")
 
 
+class ManagedLookup(Protocol):
+    def lookup(self, digest: bytes) -> Caller | None: ...
+    def any(self) -> bool: ...
+
+
+def models_pattern(models: tuple[str, ...] | None) -> re.Pattern[str] | None:
+    if models is None:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(m)})" for m in models) or "(?!)")
+
+
+def _digest(key: GatewayKey | AdminKey) -> bytes:
+    if key.sha256 is not None:
+        return bytes.fromhex(key.sha256)
+    assert key.key is not None  # the schema requires exactly one of the two
+    return hashlib.sha256(key.key.encode()).digest()
+
+
 class Authenticator:
-    def __init__(self, settings: AuthSettings) -> None:
-        self._keys: list[tuple[bytes, Caller]] = []
-        for key in settings.keys:
-            if key.sha256 is not None:
-                digest = bytes.fromhex(key.sha256)
-            else:
-                assert key.key is not None  # the schema requires exactly one of the two
-                digest = hashlib.sha256(key.key.encode()).digest()
-            pattern = None
-            if key.models is not None:
-                pattern = re.compile("|".join(f"(?:{fnmatch.translate(m)})" for m in key.models) or "(?!)")
-            self._keys.append((digest, Caller(key.name, pattern)))
+    def __init__(self, settings: AuthSettings, managed: ManagedLookup | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._keys = [(_digest(k), Caller(k.name, models_pattern(k.models), limit_settings(k.limits)))
+                      for k in settings.keys]
+        self._admin = [(_digest(k), k.name) for k in settings.admin_keys]
+        self._managed = managed
+        self._clock = clock
 
     @property
     def enabled(self) -> bool:
-        return bool(self._keys)
+        """Keys are required: some are configured (admin keys mean managed keys are in use) or managed."""
+        return bool(self._keys or self._admin or (self._managed is not None and self._managed.any()))
 
     def authenticate(self, headers: Mapping[str, str]) -> Caller:
         """The caller for `Authorization: Bearer <key>` or `x-api-key: <key>`; raises Unauthorized."""
-        if not self._keys:
+        if not self.enabled:
             return ANONYMOUS
+        found = self._find(self._digest_of(headers))
+        if found is None:
+            raise Unauthorized("Invalid gateway key.")
+        if found.expires_at is not None and self._clock() >= found.expires_at:
+            raise Unauthorized(f"The gateway key `{found.name}` has expired.")
+        return found
+
+    def authenticate_admin(self, headers: Mapping[str, str]) -> str:
+        """The admin key's name; 401 for no or an unknown key, 403 for an ordinary gateway key."""
+        digest = self._digest_of(headers)
+        name = None
+        for known, admin in self._admin:
+            if hmac.compare_digest(digest, known):
+                name = admin
+        if name is not None:
+            return name
+        if self._find(digest) is not None:
+            raise Forbidden("This endpoint is for admin keys (auth.admin_keys) only; this is an ordinary gateway key.",
+                            code="admin_key_required")
+        raise Unauthorized("Invalid admin key.")
+
+    def _digest_of(self, headers: Mapping[str, str]) -> bytes:
         presented = _presented_key(headers)
         if presented is None:
             raise Unauthorized("Missing gateway key: send `Authorization: Bearer <key>` (or `x-api-key`).")
-        digest = hashlib.sha256(presented.encode()).digest()
+        return hashlib.sha256(presented.encode()).digest()
+
+    def _find(self, digest: bytes) -> Caller | None:
         found = None
         for known, caller in self._keys:
             # Compare against every key so the time taken does not say which one nearly matched.
             if hmac.compare_digest(digest, known):
                 found = caller
-        if found is None:
-            raise Unauthorized("Invalid gateway key.")
+        if found is None and self._managed is not None:
+            # A dict lookup by the SHA-256 of a 32-byte random key: nothing to learn from its timing.
+            found = self._managed.lookup(digest)
         return found
 
 

@@ -72,6 +72,22 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class LimitExceeded(ClientError):
+    """A key's (or a model's, or a provider's) rate limit refused the request; Retry-After says when."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(ClientError):
+    """A budget is spent for its period."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"

@@ -89,8 +89,21 @@ RELOAD_TIME = _Spec("gateway_config_last_reload_timestamp_seconds", "gauge", "Wh
                     multiprocess_mode="livemax", unit="Unix seconds")
 BUILD = _Spec("gateway_build_info", "gauge", "Gateway version and Python; always 1.", ("version", "python"),
               multiprocess_mode="livemax", unit="always 1")
+KEY_SPEND = _Spec("gateway_key_spend_usd_total", "counter", "Spend in USD at catalog prices, per gateway key name.",
+                  ("key",), unit="US dollars")
+KEY_REFUSED = _Spec("gateway_key_refused_total", "counter",
+                    "Requests refused by a rate limit or budget, per key name, whose limit (key, model, provider) "
+                    "and which kind (requests, tokens, concurrency, budget).", ("key", "scope", "limit"),
+                    unit="requests")
+KEY_BUDGET_USED = _Spec("gateway_key_budget_used_ratio", "gauge",
+                        "Share of a key's budget spent in its current period (settled requests).", ("key",),
+                        multiprocess_mode="livemostrecent", unit="ratio")
+KEY_BUDGET_SOFT = _Spec("gateway_key_budget_soft_ratio", "gauge",
+                        "A key's soft budget threshold (limits.soft_ratio, default 0.8), for alerting.", ("key",),
+                        multiprocess_mode="livemax", unit="ratio")
 SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, CIRCUIT,
-         ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, BUILD)
+         ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, BUILD, KEY_SPEND, KEY_REFUSED, KEY_BUDGET_USED,
+         KEY_BUDGET_SOFT)
 
 # (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
 METRICS_DOC: list[tuple[str, str, str, str, str]] = [
@@ -212,6 +225,19 @@ def usage(model: str, provider: str, upstream_model: str, input: int, output: in
             _inc(TOKENS, (model, provider, upstream_model, kind), count)
     if cost_usd:
         _inc(COST, (model, provider, upstream_model), cost_usd)
+
+
+def key_spend(key: str, cost_usd: float) -> None:
+    _inc(KEY_SPEND, (key,), cost_usd)
+
+
+def key_refused(key: str, scope: str, limit: str) -> None:
+    _inc(KEY_REFUSED, (key, scope, limit))
+
+
+def key_budget(key: str, used_ratio: float, soft_ratio: float) -> None:
+    _set(KEY_BUDGET_USED, (key,), used_ratio)
+    _set(KEY_BUDGET_SOFT, (key,), soft_ratio)
 
 
 def stream_chunks(provider: str, count: int) -> None:

@@ -95,7 +95,11 @@ class Router:
                 target = Target(key, model.id, endpoint, model, timeouts, retry)
                 self.routes[key] = Route(key, (target,), (), "ordered", total, is_alias=False)
         for name, alias in settings.models.items():
-            self.routes[name] = self._alias_route(name, alias, settings, catalog, endpoints)
+            if alias.targets:
+                self.routes[name] = self._alias_route(name, alias, settings, catalog, endpoints)
+            elif name not in self.routes:
+                raise ConfigError(f"{settings.source}: models.{name}: `{name}` is not a catalog model, so it "
+                                  "needs `targets` to be an alias (gateway check lists the catalog's ids)")
         routes = ((route.targets[0].provider_id, route.targets[0].upstream_model, key) if not route.is_alias
                   else ("", key, key) for key, route in self.routes.items())
         providers = ((_PROVIDERS, pid, pid) for pid in catalog.providers)

@@ -17,6 +17,8 @@ from gateway.config.schema import Settings
 from gateway.failover.breaker import Breakers, State
 from gateway.failover.run import Executor
 from gateway.routing import Router
+from gateway.teams.limits import LimitsIndex
+from gateway.teams.service import Teams
 from gateway.upstream.endpoint import Endpoint, build_endpoint
 from gateway.upstream.transport import Transport
 
@@ -32,10 +34,13 @@ class Runtime:
     auth: Authenticator
     breakers: Breakers
     executor: Executor
+    limits: LimitsIndex
+    teams: Teams | None  # None where nothing is served (publish, check)
 
     @classmethod
     def build(
-        cls, settings: Settings, catalog: Catalog, transport: Transport, environ: Mapping[str, str] | None = None
+        cls, settings: Settings, catalog: Catalog, transport: Transport, environ: Mapping[str, str] | None = None,
+        teams: Teams | None = None,
     ) -> Runtime:
         environ = os.environ if environ is None else environ
         endpoints = {
@@ -48,7 +53,9 @@ class Runtime:
         watcher.breakers = breakers
         watcher.publish_all()
         executor = Executor(transport, breakers, router.latency, settings.upstream)
-        return cls(settings, catalog, endpoints, router, Authenticator(settings.auth), breakers, executor)
+        auth = Authenticator(settings.auth, teams.keys, teams.wall_clock) if teams else Authenticator(settings.auth)
+        return cls(settings, catalog, endpoints, router, auth, breakers, executor, LimitsIndex.from_settings(settings),
+                   teams)
 
     @property
     def ready(self) -> bool:

@@ -19,7 +19,7 @@ def test_readme_complete_config_example_loads_and_routes() -> None:
     text = re.search(r"```yaml\n(.*?)```", block, re.S).group(1)  # type: ignore[union-attr]
     raw = yaml.safe_load(text)
     raw["catalog"] = [str(ROOT / "config" / "catalog.json"), str(ROOT / "config" / "echo.json")]
-    settings = parse_settings(raw, "README.md", {"TEAM_A_KEY": "k", "OPENAI_ORG": "org"})
+    settings = parse_settings(raw, "README.md", {"TEAM_A_KEY": "k", "OPENAI_ORG": "org", "GATEWAY_ADMIN_KEY": "a"})
     catalog = load_catalog(settings.catalog)
     endpoints = {p: build_endpoint(v, settings.providers.get(p), {}) for p, v in catalog.providers.items()}
     router = Router(catalog, settings, endpoints)

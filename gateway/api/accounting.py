@@ -1,51 +1,85 @@
-"""Counting one chat request when it ends: metrics always, one access-log line when it is on.
+"""Admission and accounting for one request, the same for every inbound endpoint.
 
-The access log carries names and numbers only: the gateway key's *name*, never the key, and no
-prompt or answer text.
+An endpoint calls `admit()` once it knows the caller and the plan (it raises the 429 of a limit or
+budget, and leaves the granted ticket on the record), and `finish()` when the request ends, however
+it ends: metrics, the settlement of what was reserved, one usage-ledger row, and the access-log
+line when that is on. Ledger, log and metrics carry names and numbers only: the key's *name*,
+never the key, and no prompt or answer text.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from gateway import metrics
+from gateway.auth import Caller
 from gateway.failover.run import Served
 from gateway.relay.stream import RelayResult
 from gateway.relay.usage import Usage
+from gateway.routing import Plan
 from gateway.runtime import Runtime
+from gateway.state.store import LedgerRow
+from gateway.teams.limits import reservation
+from gateway.teams.service import Ticket
 
 log = logging.getLogger("gateway.access")
 
+_HOLD_MARGIN = 60.0  # a crashed worker's concurrency and spend holds lapse this long after its deadline
+
 
 class RequestRecord:
-    """What is known about one request so far, for metrics and the access log."""
+    """What is known about one request so far, for metrics, the ledger and the access log."""
 
-    __slots__ = ("attempts", "caller", "done_at", "in_flight", "label", "model", "relay", "request_id",
-                 "responding", "served", "started", "status", "usage")
+    __slots__ = ("attempts", "body_size", "caller", "done_at", "endpoint", "error_type", "in_flight", "label",
+                 "model", "relay", "request_id", "responding", "served", "started", "status", "ticket", "usage")
 
-    def __init__(self, request_id: str, started: float) -> None:
+    def __init__(self, request_id: str, started: float, endpoint: str = "chat") -> None:
         self.request_id = request_id
         self.started = started
+        self.endpoint = endpoint
         self.caller = "-"
         self.model = ""
         self.label = "unknown"  # the model id as a metrics label: only ids the gateway knows
         self.status = 0
+        self.error_type: str | None = None
         self.attempts = 0
+        self.body_size = 0
         self.in_flight = False
         self.responding = False
         self.served: Served | None = None
         self.relay: RelayResult | None = None
         self.usage: dict[str, Any] | None = None
         self.done_at: float | None = None
+        self.ticket: Ticket | None = None
 
+    def limit_headers(self) -> list[tuple[bytes, bytes]]:
+        """The x-ratelimit-* headers for the answer, when a limit applies to this request."""
+        if self.ticket is None:
+            return []
+        return [(k.encode(), v.encode()) for k, v in self.ticket.headers.items()]
+
+
+async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: Mapping[str, Any], plan: Plan) -> None:
+    """Hold the request to its key's, model's and provider's limits; raises LimitExceeded / QuotaExceeded."""
+    teams = runtime.teams
+    if teams is None:
+        return
+    provider = plan.targets[0].provider_id if plan.targets else None
+    scoped = runtime.limits.scoped(caller.name, caller.limits, plan.model, provider)
+    if not scoped:
+        return  # nothing to check: no store call at all
+    costs = [(t.model.cost, t.model.limit.output) for t in plan.targets]
+    tokens, worst_cost = reservation(body, record.body_size, costs)
+    record.ticket = await teams.admit(caller.name, scoped, tokens, worst_cost, plan.total + _HOLD_MARGIN)
 
 
 def finish(runtime: Runtime, context: RequestRecord) -> None:
-    """Count the request: metrics always, the access log when it is on."""
+    """Count the request: metrics, settlement and ledger row, the access log when it is on."""
     now = time.monotonic()
     served = context.served
     provider = served.target.provider_id if served else "none"
@@ -69,10 +103,44 @@ def finish(runtime: Runtime, context: RequestRecord) -> None:
         cost = usage.cost(target.model.cost)
         metrics.usage(context.label, provider, target.upstream_model, usage.input, usage.output, usage.cached,
                       usage.reasoning, cost)
+        if cost:
+            metrics.key_spend(context.caller, cost)
     if context.relay is not None and served is not None:
         metrics.stream_chunks(provider, context.relay.chunks)
+    if runtime.teams is not None:
+        billed = usage or _estimate(context)
+        billed_cost = cost if usage is not None or billed is None or served is None else billed.cost(
+            served.target.model.cost)
+        _account(runtime, context, billed, billed_cost, duration, ttft)
     if runtime.settings.server.access_log:
         _access_log(context, provider, duration, ttft, usage, cost)
+
+
+def _estimate(context: RequestRecord) -> Usage | None:
+    """For a stream that ended without the upstream's count (the client left): the request's size and
+    the chunks relayed, since the upstream did that work."""
+    if context.served is not None and context.relay is not None:
+        return Usage(input=context.body_size // 4, output=context.relay.chunks)
+    return None
+
+
+def _account(runtime: Runtime, context: RequestRecord, usage: Usage | None, cost: float | None, duration: float,
+             ttft: float | None) -> None:
+    teams = runtime.teams
+    assert teams is not None
+    if context.ticket is not None:
+        teams.settle(context.ticket, usage.input + usage.output if usage else 0, cost or 0.0)
+    served = context.served
+    relay = context.relay
+    teams.record(LedgerRow(
+        at=teams.clock() - duration, request_id=context.request_id, key=context.caller, model=context.model,
+        provider=served.target.provider_id if served else None, served_model=served.target.key if served else None,
+        status=context.status, error_type=context.error_type or (relay.error_type if relay else None),
+        input_tokens=usage.input if usage else 0, output_tokens=usage.output if usage else 0,
+        cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
+        cost_usd=cost, duration_ms=round(duration * 1000, 3), ttft_ms=round(ttft * 1000, 3) if ttft else None,
+        attempts=sum(1 for a in served.attempts if a.tried) if served else context.attempts,
+        fallbacks=served.fallbacks if served else 0, endpoint=context.endpoint))
 
 
 def _access_log(context: RequestRecord, provider: str, duration: float, ttft: float | None, usage: Usage | None,

@@ -22,9 +22,10 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.api.accounting import RequestRecord, finish
+from gateway.api.accounting import RequestRecord, admit, finish
 from gateway.api.responses import new_request_id, send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
+from gateway.auth import Caller
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
@@ -121,13 +122,14 @@ class Pipeline:
         headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
         request_id = _request_id(headers.get("x-request-id"))
         runtime = self._runtime()
-        context = RequestRecord(request_id, started)
+        context = RequestRecord(request_id, started, self._protocol.path)
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"Use POST for {protocol.path}.")
             caller = runtime.auth.authenticate(headers)
             context.caller = caller.name
             raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
+            context.body_size = len(raw)
             body = protocol.parse(raw)
             context.model = body["model"]
             caller.check_model(context.model)
@@ -136,15 +138,19 @@ class Pipeline:
                 if isinstance(other, str):
                     caller.check_model(other)
             watched = _Watched(receive)
-            await watched.run(self._complete(runtime, body, len(raw), headers, context, send, watched))
+            await watched.run(self._complete(runtime, caller, body, len(raw), headers, context, send, watched))
         except GatewayError as error:
             context.status = error.status
+            context.error_type = error.code or error.type
+            if context.ticket is not None:  # every answer to a limited key says where its limits stand
+                error.headers.update(context.ticket.headers)
             if isinstance(error, AllTargetsFailed):
                 context.attempts = sum(1 for a in error.attempts if a.tried)
             if not context.responding:
                 await protocol.send_error(send, error, request_id)
         except _ClientGone:
             context.status = 499
+            context.error_type = "client_disconnected"
         except Exception:
             errors_log.exception("request %s failed inside the gateway", request_id)
             if not context.responding:  # once headers are out, the stream itself must carry the end
@@ -155,12 +161,13 @@ class Pipeline:
             finish(runtime, context)
 
     async def _complete(
-        self, runtime: Runtime, body: dict[str, Any], size: int, headers: dict[str, str], context: RequestRecord,
-        send: Send, watched: _Watched,
+        self, runtime: Runtime, caller: Caller, body: dict[str, Any], size: int, headers: dict[str, str],
+        context: RequestRecord, send: Send, watched: _Watched,
     ) -> None:
         protocol = self._protocol
         plan = protocol.plan(runtime, body)
         context.label = context.model  # a known id from here on: safe as a metrics label
+        await admit(runtime, context, caller, body, plan)
         deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
         stream = protocol.streams(body)
         metrics.in_flight(context.label, 1)
@@ -168,7 +175,7 @@ class Pipeline:
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
                                             legs=protocol.legs(runtime, body, headers))
         context.served = served
-        out_headers = _served_headers(served, context.request_id)
+        out_headers = _served_headers(served, context.request_id) + context.limit_headers()
         if not stream:
             context.status = 200
             answer, context.usage = protocol.answer(served, body)

@@ -53,8 +53,19 @@ def parse_settings(raw: Any, source: str, environ: Mapping[str, str]) -> Setting
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
     settings._source = source
+    for name, alias in settings.models.items():
+        if not alias.targets and "/" not in name:
+            raise ConfigError(f"{source}: models.{name}.targets: required for an alias (only a catalog "
+                              "`provider/model` id may carry `limits` alone)")
     base = Path(source).parent
-    return settings.model_copy(update={"catalog": tuple(_locate(c, base) for c in settings.catalog)})
+    state = settings.state.model_copy(update={"path": _state_path(settings.state.path, base)})
+    return settings.model_copy(update={"catalog": tuple(_locate(c, base) for c in settings.catalog), "state": state})
+
+
+def _state_path(path: str | None, config_dir: Path) -> str:
+    """The state file: as given if absolute, else beside the config file (default gateway-state.db)."""
+    given = Path(path or "gateway-state.db")
+    return str(given if given.is_absolute() else config_dir / given)
 
 
 def _locate(entry: str, config_dir: Path) -> str:
@@ -67,11 +78,12 @@ def _locate(entry: str, config_dir: Path) -> str:
 
 def _refuse_literal_keys(raw: dict[str, Any], source: str) -> None:
     auth = raw.get("auth")
-    keys = auth.get("keys") if isinstance(auth, dict) else None
-    for index, entry in enumerate(keys or ()):
-        if isinstance(entry, dict) and isinstance(entry.get("key"), str) and "${" not in entry["key"]:
-            raise ConfigError(f"{source}: auth.keys.{index}.key: a literal key is refused; keep secrets out of "
-                              "the file: write `key: ${SOME_VAR}` or `sha256: <hex digest of the key>`")
+    for field in ("keys", "admin_keys"):
+        keys = auth.get(field) if isinstance(auth, dict) else None
+        for index, entry in enumerate(keys if isinstance(keys, list) else ()):
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and "${" not in entry["key"]:
+                raise ConfigError(f"{source}: auth.{field}.{index}.key: a literal key is refused; keep secrets out "
+                                  "of the file: write `key: ${SOME_VAR}` or `sha256: <hex digest of the key>`")
 
 
 def _expand(value: Any, path: tuple[str, ...], source: str, environ: Mapping[str, str]) -> Any:

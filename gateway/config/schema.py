@@ -54,6 +54,17 @@ class BreakerPolicy(_Strict):
     cooldown: float = Field(30.0, gt=0)
 
 
+class LimitsConfig(_Strict):
+    """Rate limits and a USD budget for a key, a model or alias, or a provider; unset means unlimited."""
+
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute (input estimate + max output, corrected)")
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at once")
+    budget_usd: float | None = Field(None, gt=0, description="US dollars per period, at catalog prices")
+    period: Literal["day", "week", "month", "total"] = "month"
+    soft_ratio: float = Field(0.8, gt=0, le=1, description="share of the budget that shows as a soft alert")
+
+
 class ProviderSettings(_Strict):
     """Overrides for one catalog provider."""
 
@@ -66,6 +77,7 @@ class ProviderSettings(_Strict):
     # The wire format to speak instead of the one the catalog's package implies: `anthropic` for a
     # Messages API at base_url (…/v1/messages), `openai` for a chat-completions one.
     wire: Literal["openai", "anthropic"] | None = None
+    limits: LimitsConfig | None = None
 
 
 class TargetSpec(_Strict):
@@ -74,7 +86,9 @@ class TargetSpec(_Strict):
 
 
 class ModelAlias(_Strict):
-    targets: tuple[str | TargetSpec, ...] = Field(min_length=1)
+    """An alias (targets required), or a catalog `provider/model` id that only carries `limits`."""
+
+    targets: tuple[str | TargetSpec, ...] = ()
     fallbacks: tuple[str, ...] = ()
     strategy: Literal["ordered", "weighted", "latency"] = "ordered"
     name: str | None = None
@@ -83,6 +97,7 @@ class ModelAlias(_Strict):
     compatible_embeddings: bool = Field(
         False, description="its targets' embedding models make comparable vectors, so /v1/embeddings may fall "
                            "back between them (otherwise only to the same embedding model)")
+    limits: LimitsConfig | None = None
 
 
 class GatewayKey(_Strict):
@@ -90,6 +105,7 @@ class GatewayKey(_Strict):
     key: str | None = Field(None, min_length=1, repr=False)
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     models: tuple[str, ...] | None = None
+    limits: LimitsConfig | None = None
 
     @model_validator(mode="after")
     def _one_secret(self) -> GatewayKey:
@@ -98,8 +114,23 @@ class GatewayKey(_Strict):
         return self
 
 
+class AdminKey(_Strict):
+    """A key for /admin/* only (managed keys, usage): by reference to a variable, or by digest."""
+
+    name: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=1, repr=False)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AdminKey:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of `key: ${VAR}` or `sha256: <hex digest>`")
+        return self
+
+
 class AuthSettings(_Strict):
     keys: tuple[GatewayKey, ...] = ()
+    admin_keys: tuple[AdminKey, ...] = ()
     none: bool = Field(False, description="set by `auth: none`: serve without keys on any address")
 
 
@@ -131,8 +162,12 @@ class PublishSettings(_Strict):
 
 
 class StateSettings(_Strict):
-    backend: Literal["memory", "redis"] = "memory"
-    url: str | None = None
+    """Where managed keys, limit and budget counters and the usage ledger live (shared by every worker)."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    path: str | None = Field(None, description="the SQLite file; default: gateway-state.db beside the config")
+    ledger_retention_days: float = Field(90.0, gt=0, description="ledger rows older than this are pruned")
+    flush_interval: float = Field(0.25, gt=0, le=1.0, description="seconds between ledger/settlement batches")
 
 
 class Settings(_Strict):

@@ -41,5 +41,7 @@ class Usage:
         read_price = prices.cache_read if prices.cache_read is not None else prices.input
         write_price = prices.cache_write if prices.cache_write is not None else prices.input
         plain = self.input - cached - written
-        return (plain * prices.input + cached * read_price + written * write_price
-                + self.output * prices.output) / 1e6
+        # Reasoning tokens are part of the output; a model that prices them apart bills them at that price.
+        reasoning = min(self.reasoning, self.output) if prices.reasoning is not None else 0
+        output = (self.output - reasoning) * prices.output + reasoning * (prices.reasoning or 0.0)
+        return (plain * prices.input + cached * read_price + written * write_price + output) / 1e6

@@ -1,0 +1,1 @@
+"""Shared state behind one small interface (gateway.state.store); SQLite is the embedded default."""

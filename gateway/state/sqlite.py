@@ -1,0 +1,274 @@
+"""The embedded state store: one SQLite file (WAL) shared by every worker process on one host.
+
+Exact across workers because every admission is one `BEGIN IMMEDIATE` transaction: SQLite's write
+lock serialises the read-check-reserve of every process, and a transaction on a few small rows
+takes microseconds. Two connections per process, each used by one thread only: the event loop's
+(admission and key operations, short and bounded) and a background thread's (batched settlements,
+ledger rows, usage queries, pruning), so the slow work never holds up a request. WAL with
+`synchronous=NORMAL` keeps every committed transaction through a process crash (`kill -9`); only a
+power loss can drop the last ones, and nothing can corrupt the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.state.migrations import migrate
+from gateway.state.store import (
+    WINDOW_SECONDS,
+    Check,
+    CheckState,
+    KeyExists,
+    KeyMissing,
+    KeyRecord,
+    LedgerRow,
+    LimitSettings,
+    Settlement,
+    UsageQuery,
+    UsageTotal,
+    Verdict,
+)
+
+T = TypeVar("T")
+
+_LEDGER_COLUMNS = tuple(LedgerRow.__dataclass_fields__)
+_INSERT_ROW = (f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) "
+               f"VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
+_GROUPS = {
+    "key": "key",
+    "model": "model",
+    "provider": "coalesce(provider, '-')",
+    "day": "strftime('%Y-%m-%d', at, 'unixepoch')",
+    "status": "CAST(status AS TEXT)",
+}
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
+
+
+@contextlib.contextmanager
+def _write(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction that takes the lock up front, so no reader upgrades into a deadlock."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+class SQLiteStore:
+    """KeyStore, CounterStore and LedgerStore over one file; see gateway.state.store for the contract."""
+
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = _connect(path)
+        migrate(self._db, path)
+        self._background_db = _connect(path)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-state")
+
+    @property
+    def keys(self) -> SQLiteStore:
+        return self
+
+    @property
+    def counters(self) -> SQLiteStore:
+        return self
+
+    @property
+    def ledger(self) -> SQLiteStore:
+        return self
+
+    async def close(self) -> None:
+        await self._in_background(self._background_db.close)
+        self._thread.shutdown(wait=True)
+        self._db.close()
+
+    async def _in_background(self, work: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    # ------------------------------------------------------------------ keys
+
+    async def create_key(self, record: KeyRecord) -> None:
+        try:
+            with _write(self._db) as db:
+                db.execute("INSERT INTO keys (name, digest, prefix, created_at, updated_at, revoked_at, expires_at, "
+                           "models, limits, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _key_values(record))
+                db.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_generation'")
+        except sqlite3.IntegrityError:
+            raise KeyExists(f"a key named `{record.name}` already exists") from None
+
+    async def update_key(self, record: KeyRecord) -> None:
+        with _write(self._db) as db:
+            values = _key_values(record)
+            changed = db.execute("UPDATE keys SET digest = ?, prefix = ?, created_at = ?, updated_at = ?, "
+                                 "revoked_at = ?, expires_at = ?, models = ?, limits = ?, metadata = ? "
+                                 "WHERE name = ?", (*values[1:], values[0])).rowcount
+            if not changed:
+                raise KeyMissing(f"no key named `{record.name}`")
+            db.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_generation'")
+
+    async def get_key(self, name: str) -> KeyRecord | None:
+        row = self._db.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE name = ?", (name,)).fetchone()
+        return _key_record(row) if row else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        return [_key_record(r) for r in self._db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY name")]
+
+    async def keys_generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE name = 'keys_generation'").fetchone()[0])
+
+    # ------------------------------------------------------------------ counters
+
+    async def admit(self, checks: Sequence[Check], now: float) -> Verdict:
+        with _write(self._db) as db:
+            states: list[CheckState] = []
+            refused: int | None = None
+            retry_after = 0.0
+            levels: list[float] = []
+            for index, check in enumerate(checks):
+                state, level, wait = _evaluate(db, check, now)
+                states.append(state)
+                levels.append(level)
+                if wait is not None and refused is None:
+                    refused, retry_after = index, wait
+            if refused is not None:
+                return Verdict(False, tuple(states), refused, retry_after)
+            holds: list[int | None] = []
+            for check, level in zip(checks, levels, strict=True):
+                holds.append(_reserve(db, check, level, now))
+        return Verdict(True, tuple(states), grant=tuple(holds))
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        if settlements:
+            await self._in_background(self._settle, settlements)
+
+    def _settle(self, settlements: Sequence[Settlement]) -> None:
+        with _write(self._background_db) as db:
+            for settlement in settlements:
+                for check, actual, hold in zip(settlement.checks, settlement.actual, settlement.grant, strict=True):
+                    _apply(db, check, actual, hold)
+            if settlements:
+                db.execute("DELETE FROM holds WHERE expires < ?", (settlements[-1].now,))
+
+    async def spent(self, scope: str, period: str) -> float:
+        row = self._db.execute("SELECT spent FROM spend WHERE scope = ? AND period = ?", (scope, period)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    # ------------------------------------------------------------------ ledger
+
+    async def append(self, rows: Sequence[LedgerRow]) -> None:
+        if rows:
+            await self._in_background(self._append, [tuple(asdict(r).values()) for r in rows])
+
+    def _append(self, values: list[tuple[Any, ...]]) -> None:
+        with _write(self._background_db) as db:
+            db.executemany(_INSERT_ROW, values)
+
+    async def usage(self, query: UsageQuery) -> list[UsageTotal]:
+        result: list[UsageTotal] = await self._in_background(self._usage, query)
+        return result
+
+    def _usage(self, query: UsageQuery) -> list[UsageTotal]:
+        group = _GROUPS[query.by]
+        where = "at >= ? AND at < ?" + (" AND key = ?" if query.key is not None else "")
+        args: tuple[Any, ...] = (query.since, query.until) + ((query.key,) if query.key is not None else ())
+        rows = self._background_db.execute(
+            f"SELECT {group} AS g, count(*), sum(status >= 400), total(input_tokens), total(output_tokens), "
+            f"total(cached_tokens), total(reasoning_tokens), total(cost_usd) FROM ledger WHERE {where} "
+            "GROUP BY g ORDER BY g", args)
+        return [UsageTotal(str(g), n, int(e or 0), int(i), int(o), int(c), int(r), float(cost))
+                for g, n, e, i, o, c, r, cost in rows]
+
+    async def prune(self, before: float) -> int:
+        result: int = await self._in_background(self._prune, before)
+        return result
+
+    def _prune(self, before: float) -> int:
+        with _write(self._background_db) as db:
+            return int(db.execute("DELETE FROM ledger WHERE at < ?", (before,)).rowcount)
+
+
+def _evaluate(db: sqlite3.Connection, check: Check, now: float) -> tuple[CheckState, float, float | None]:
+    """The check's state now, the level to build on, and the wait before it passes (None: it passes)."""
+    if check.kind == "requests" or check.kind == "tokens":
+        rate = check.limit / WINDOW_SECONDS
+        row = db.execute("SELECT level, at FROM buckets WHERE scope = ? AND kind = ?",
+                         (check.scope, check.kind)).fetchone()
+        level = max(0.0, row[0] - (now - row[1]) * rate) if row else 0.0
+        over = level + min(check.amount, check.limit) - check.limit
+        after = level + check.amount if over <= 0 else level
+        state = CheckState(after, max(0.0, check.limit - after), after / rate if rate else 0.0)
+        return state, level, (over / rate if rate else WINDOW_SECONDS) if over > 0 else None
+    if check.kind == "concurrency":
+        count = db.execute("SELECT count(*) FROM holds WHERE scope = ? AND kind = 'concurrency' AND expires > ?",
+                           (check.scope, now)).fetchone()[0]
+        passes = count + check.amount <= check.limit
+        after = count + check.amount if passes else count
+        return CheckState(after, max(0.0, check.limit - after), 0.0), 0.0, None if passes else 0.0
+    spent_row = db.execute("SELECT spent FROM spend WHERE scope = ? AND period = ?",
+                           (check.scope, check.period)).fetchone()
+    reserved = db.execute("SELECT total(amount) FROM holds WHERE scope = ? AND kind = 'spend' AND period = ? "
+                          "AND expires > ?", (check.scope, check.period, now)).fetchone()[0]
+    used = (spent_row[0] if spent_row else 0.0) + reserved
+    passes = used < check.limit
+    after = used + check.amount if passes else used
+    return CheckState(after, max(0.0, check.limit - after), 0.0), 0.0, None if passes else 0.0
+
+
+def _reserve(db: sqlite3.Connection, check: Check, level: float, now: float) -> int | None:
+    if check.kind == "requests" or check.kind == "tokens":
+        db.execute("INSERT OR REPLACE INTO buckets (scope, kind, level, at) VALUES (?, ?, ?, ?)",
+                   (check.scope, check.kind, level + check.amount, now))
+        return None
+    cursor = db.execute("INSERT INTO holds (scope, kind, period, amount, expires) VALUES (?, ?, ?, ?, ?)",
+                        (check.scope, check.kind, check.period, check.amount, check.expires))
+    return cursor.lastrowid
+
+
+def _apply(db: sqlite3.Connection, check: Check, actual: float, hold: int | None) -> None:
+    if check.kind == "tokens":
+        if actual != check.amount:
+            db.execute("UPDATE buckets SET level = max(0.0, level + ?) WHERE scope = ? AND kind = 'tokens'",
+                       (actual - check.amount, check.scope))
+    elif check.kind == "concurrency":
+        db.execute("DELETE FROM holds WHERE id = ?", (hold,))
+    elif check.kind == "spend":
+        db.execute("DELETE FROM holds WHERE id = ?", (hold,))
+        if actual:
+            db.execute("INSERT INTO spend (scope, period, spent) VALUES (?, ?, ?) "
+                       "ON CONFLICT (scope, period) DO UPDATE SET spent = spent + excluded.spent",
+                       (check.scope, check.period, actual))
+
+
+_KEY_COLUMNS = "name, digest, prefix, created_at, updated_at, revoked_at, expires_at, models, limits, metadata"
+
+
+def _key_values(record: KeyRecord) -> tuple[Any, ...]:
+    return (record.name, record.digest, record.prefix, record.created_at, record.updated_at, record.revoked_at,
+            record.expires_at, None if record.models is None else orjson.dumps(record.models).decode(),
+            orjson.dumps(asdict(record.limits)).decode(), orjson.dumps(record.metadata).decode())
+
+
+def _key_record(row: tuple[Any, ...]) -> KeyRecord:
+    name, digest, prefix, created, updated, revoked, expires, models, limits, metadata = row
+    return KeyRecord(name=name, digest=bytes(digest), prefix=prefix, created_at=created, updated_at=updated,
+                     revoked_at=revoked, expires_at=expires,
+                     models=None if models is None else tuple(orjson.loads(models)),
+                     limits=LimitSettings(**orjson.loads(limits)), metadata=orjson.loads(metadata))

@@ -1,0 +1,153 @@
+"""Teams at run time, one per worker process: admission, settlement, the ledger writer, key refresh.
+
+Admission is on the hot path and is one call to the counter store (one SQLite transaction), and
+none at all for a request no limit applies to. Everything else leaves the hot path: a finished
+request only appends its settlement and ledger row to in-memory lists, and a background task
+writes them in batches every `state.flush_interval` (sooner when a concurrency slot is released,
+so the next request sees it free). A crash loses at most the last batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from gateway import metrics
+from gateway.config.schema import StateSettings
+from gateway.state.open import open_store
+from gateway.state.store import Check, LedgerRow, Settlement, StateStore
+from gateway.teams.keys import ManagedKeys
+from gateway.teams.limits import Scoped, build_checks, period_of, rate_headers, refusal
+
+log = logging.getLogger("gateway")
+
+_MAX_QUEUED = 200_000  # rows kept in memory while the store cannot be written; the oldest go first
+_PRUNE_SECONDS = 3600.0
+
+
+class Ticket:
+    """A granted admission: what was reserved, and the headers that tell the client its limits."""
+
+    __slots__ = ("checks", "grant", "headers")
+
+    def __init__(self, checks: tuple[Check, ...], grant: object, headers: dict[str, str]) -> None:
+        self.checks = checks
+        self.grant = grant
+        self.headers = headers
+
+
+class Teams:
+    def __init__(self, settings: StateSettings, clock: Callable[[], float] = time.time) -> None:
+        self.store: StateStore = open_store(settings)
+        self.clock = clock
+        self.keys = ManagedKeys(self.store.keys)
+        self._interval = settings.flush_interval
+        self._retention = settings.ledger_retention_days * 86400.0
+        self._rows: list[LedgerRow] = []
+        self._settlements: list[Settlement] = []
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._soft: dict[str, float] = {}  # per key with a budget: its soft threshold, for metrics
+
+    def wall_clock(self) -> float:
+        return self.clock()
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        await self.keys.refresh()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.keys.poll()), loop.create_task(self._flush_loop()),
+                       loop.create_task(self._prune_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.flush()
+        await self.store.close()
+
+    async def admit(self, key: str, scoped: Sequence[Scoped], tokens: int, worst_cost: float,
+                    hold_seconds: float) -> Ticket:
+        """Reserve against every limit or raise the 429 of the first that refuses."""
+        now = self.clock()
+        checks = build_checks(scoped, tokens, worst_cost, now, hold_seconds)
+        for item in scoped:
+            if item.scope.startswith("key:") and item.limits.budget_usd is not None:
+                self._soft[key] = item.limits.soft_ratio
+        verdict = await self.store.counters.admit(checks, now)
+        if not verdict.granted:
+            assert verdict.refused is not None
+            check = checks[verdict.refused]
+            metrics.key_refused(key, check.scope.partition(":")[0], "budget" if check.kind == "spend" else check.kind)
+            raise refusal(checks, verdict, now)
+        return Ticket(checks, verdict.grant, rate_headers(checks, verdict))
+
+    def settle(self, ticket: Ticket, tokens: float, cost: float) -> None:
+        """Replace the ticket's reservations with what was used (written with the next batch)."""
+        actual = tuple(tokens if c.kind == "tokens" else cost if c.kind == "spend" else 1.0 for c in ticket.checks)
+        self._settlements.append(Settlement(ticket.checks, actual, ticket.grant, self.clock()))
+        if self._wake is not None and any(c.kind == "concurrency" for c in ticket.checks):
+            self._wake.set()
+
+    def record(self, row: LedgerRow) -> None:
+        self._rows.append(row)
+
+    async def flush(self) -> None:
+        settlements, self._settlements = self._settlements, []
+        rows, self._rows = self._rows, []
+        try:
+            await self.store.counters.settle(settlements)
+        except Exception:
+            log.exception("could not settle %d requests in the state store; retrying", len(settlements))
+            self._settlements[:0] = settlements
+        else:
+            await self._publish_budgets(settlements)
+        try:
+            await self.store.ledger.append(rows)
+        except Exception:
+            log.exception("could not write %d ledger rows; keeping them for the next batch", len(rows))
+            self._rows[:0] = rows
+            del self._rows[:-_MAX_QUEUED]
+
+    async def _publish_budgets(self, settlements: Sequence[Settlement]) -> None:
+        """Per key with a budget: the share of it used this period (for the soft-budget alert)."""
+        seen: set[str] = set()
+        for settlement in settlements:
+            for check in settlement.checks:
+                if check.kind == "spend" and check.scope.startswith("key:") and check.scope not in seen:
+                    seen.add(check.scope)
+                    spent = await self.store.counters.spent(check.scope, check.period)
+                    key = check.scope[4:]
+                    metrics.key_budget(key, spent / check.limit, self._soft.get(key, 0.8))
+
+    async def _flush_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("state flush failed")
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                pruned = await self.store.ledger.prune(self.clock() - self._retention)
+                if pruned:
+                    log.info("pruned %d ledger rows older than the retention", pruned)
+            except Exception:
+                log.exception("ledger pruning failed")
+            await asyncio.sleep(_PRUNE_SECONDS)
+
+    async def spent(self, scope: str, period: str) -> tuple[float, str, float | None]:
+        """Settled spend of a scope in its current period, the period's name and when it ends."""
+        key, ends = period_of(period, self.clock())
+        return await self.store.counters.spent(scope, key), key, ends
