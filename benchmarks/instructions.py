@@ -1,0 +1,156 @@
+"""Instructions per request, counted by valgrind's callgrind: a measure that does not move with
+the machine's load, for deciding between two versions of the hot path on a shared machine.
+
+    python -m benchmarks.instructions                         # gateway, whole answers
+    python -m benchmarks.instructions --target bare --stream  # the bare proxy, 50-chunk streams
+    python -m benchmarks.instructions --cprofile calls.txt    # instead: Python calls per request
+
+The proxy runs under callgrind; after a warm-up the counters are zeroed, `--requests` requests are
+sent one at a time (no queue: the moderate-load case, where nothing amortises across requests),
+the counters are dumped and their total is divided by the count.
+Everything the process executes counts: Python, uvloop/libuv, aiohttp's C parts, libc; the
+kernel does not. Under valgrind the process runs ~50x slower, so keep `--requests` in the
+hundreds. `--cprofile` runs the proxy under cProfile instead and prints the functions called per
+request (call counts are exact; the times cProfile shows are not used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pstats
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.configs import ALIAS, GATEWAY_KEY, write_gateway_config
+from benchmarks.load import Target
+from benchmarks.procs import Service, free_port
+
+
+def _command(target: str, work: Path, api: str, port: int) -> tuple[list[str], Target]:
+    if target == "gateway":
+        config = write_gateway_config(work, api, port)
+        return ([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                Target("gateway", f"http://127.0.0.1:{port}/v1/chat/completions", ALIAS,
+                       {"Authorization": f"Bearer {GATEWAY_KEY}"}))
+    module = {"bare": "benchmarks.bare_proxy", "raw": "benchmarks.raw_asgi_proxy"}[target]
+    return ([sys.executable, "-m", module, "--port", str(port), "--upstream", f"{api}/chat/completions"],
+            Target(target, f"http://127.0.0.1:{port}/v1/chat/completions", "fast"))
+
+
+async def _send(target: Target, count: int, stream: bool) -> None:
+    body = target.body(stream=stream, chunks=50)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        for _ in range(count):
+            async with session.post(target.url, data=body, headers=target.request_headers()) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{target.name} answered {response.status}")
+
+
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def count(target: str, requests: int, stream: bool, warmup: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="gateway-instr-") as directory:
+        work = Path(directory)
+        env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY,
+               "PYTHONHASHSEED": "0"}
+        upstream_port, port = free_port(), free_port()
+        upstream = Service("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)],
+                           core=None, log=work / "upstream.log")
+        out = work / "callgrind.out"
+        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port)
+        proxy = Service(target, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+                        core=None, log=work / "proxy.log", env=env)
+        try:
+            upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
+            proxy.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=600)
+            asyncio.run(_send(load, warmup, stream))
+            _control(proxy.pid, "--zero")
+            asyncio.run(_send(load, requests, stream))
+            _control(proxy.pid, "--dump")
+            dumps = [d for d in work.glob("callgrind.out.*") if d.suffix[1:].isdigit()]
+            if len(dumps) != 1:
+                raise RuntimeError(f"expected one callgrind dump, found {[d.name for d in dumps]}")
+            match = re.search(r"^(?:summary|totals): (\d+)", dumps[0].read_text(errors="replace"), re.M)
+            if match is None:
+                raise RuntimeError(f"no total in {dumps[0].name}")
+            return int(match.group(1)) / requests
+        finally:
+            proxy.stop()
+            upstream.stop()
+
+
+def calls(target: str, requests: int, stream: bool, warmup: int, top: int) -> str:
+    """cProfile call counts per request: which functions (and how many timers, tasks) each request costs."""
+    with tempfile.TemporaryDirectory(prefix="gateway-calls-") as directory:
+        work = Path(directory)
+        env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY}
+        upstream_port, port = free_port(), free_port()
+        upstream = Service("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)],
+                           core=None, log=work / "upstream.log")
+        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port)
+        runs: list[pstats.Stats] = []
+        try:
+            upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
+            for n in (warmup, warmup + requests):  # the difference of two runs is the per-request part
+                prof = work / f"calls-{n}.prof"
+                profiled = [command[0], "-m", "cProfile", "-o", str(prof), *command[1:]]
+                proxy = Service(target, profiled, core=None, log=work / "proxy.log", env=env)
+                try:
+                    proxy.wait_ready(f"http://127.0.0.1:{port}/readyz")
+                    asyncio.run(_send(load, n, stream))
+                    # SIGINT: uvicorn shuts down, then re-raises it as KeyboardInterrupt, and cProfile
+                    # writes its file on the way out (after SIGTERM the default handler kills it first).
+                    proxy.popen.send_signal(signal.SIGINT)
+                    proxy.popen.wait(timeout=60)
+                finally:
+                    proxy.stop()
+                runs.append(pstats.Stats(str(prof)))
+        finally:
+            upstream.stop()
+        base, more = (run.stats for run in runs)  # type: ignore[attr-defined]
+        per: dict[str, float] = {}
+        for key, (_, ncalls, *_rest) in more.items():
+            extra = ncalls - (base[key][1] if key in base else 0)
+            if extra > 0:
+                per[f"{key[2]} ({Path(key[0]).name}:{key[1]})"] = extra / requests
+        lines = [f"{n:8.2f}  {name}" for name, n in sorted(per.items(), key=lambda kv: -kv[1])[:top]]
+        return f"Python calls per request ({target}, {'50-chunk stream' if stream else 'whole answer'}):\n" + \
+            "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=("gateway", "bare", "raw"), default="gateway")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--stream", action="store_true", help="50-chunk streams instead of whole answers")
+    parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
+    parser.add_argument("--top", type=int, default=60)
+    args = parser.parse_args()
+    if args.cprofile:
+        report = calls(args.target, args.requests, args.stream, args.warmup, args.top)
+        args.cprofile.write_text(report + "\n")
+        print(report)
+        return 0
+    if shutil.which("valgrind") is None:
+        parser.error("needs valgrind (apt-get install valgrind)")
+    per = count(args.target, args.requests, args.stream, args.warmup)
+    print(f"{args.target}, {'50-chunk streams' if args.stream else 'whole answers'}: "
+          f"{per:,.0f} instructions per request ({args.requests} requests after {args.warmup} warm-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
