@@ -27,6 +27,7 @@ from gateway.api.chat import ChatProtocol, Pipeline
 from gateway.api.embeddings import EmbeddingsProtocol
 from gateway.api.messages import CountTokens, MessagesProtocol
 from gateway.api.models import ModelsEndpoint
+from gateway.api.responses import ResponsesProtocol
 from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
@@ -50,6 +51,7 @@ class Gateway:
         self._chat = Pipeline(self.current, ChatProtocol())
         self._embeddings = Pipeline(self.current, EmbeddingsProtocol())
         self._messages = Pipeline(self.current, MessagesProtocol())
+        self._responses = Pipeline(self.current, ResponsesProtocol())
         models = ModelsEndpoint()
         self._starlette = Starlette(
             routes=[
@@ -83,8 +85,11 @@ class Gateway:
             await self._embeddings(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == MESSAGES_PATH:
             await self._messages(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == unserved.RESPONSES_PATH and scope["method"] == "GET":
-            await unserved.responses_get(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == unserved.RESPONSES_PATH:
+            if scope["method"] == "GET":
+                await unserved.responses_get(scope, receive, send)
+            else:
+                await self._responses(scope, receive, send)
         elif scope["type"] == "websocket":
             await unserved.websocket(scope, receive, send)
         else:

@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api.accounting import RequestRecord, admit, finish
-from gateway.api.responses import new_request_id, send_error, send_json
+from gateway.api.send import new_request_id, send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
@@ -55,8 +55,11 @@ class Inbound(Protocol):
 
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan: ...
 
-    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser | None:
-        """Each target's dialect and body; None sends the body as chat completions to every target."""
+    def legs(
+        self, runtime: Runtime, plan: Plan, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> LegChooser | None:
+        """Each target's dialect and body; None sends the body as chat completions to every target.
+        A request no target of the plan can take raises its BadRequest here, before anything is sent."""
 
     def streams(self, body: dict[str, Any]) -> bool: ...
 
@@ -85,7 +88,9 @@ class ChatProtocol:
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
         return runtime.router.resolve(body["model"], body.get("models"))
 
-    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser | None:
+    def legs(
+        self, runtime: Runtime, plan: Plan, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> LegChooser | None:
         return None
 
     def streams(self, body: dict[str, Any]) -> bool:
@@ -173,7 +178,7 @@ class Pipeline:
         metrics.in_flight(context.label, 1)
         context.in_flight = True
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
-                                            legs=protocol.legs(runtime, body, headers))
+                                            legs=protocol.legs(runtime, plan, body, headers))
         context.served = served
         out_headers = _served_headers(served, context.request_id) + context.limit_headers()
         if not stream:

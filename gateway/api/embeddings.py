@@ -13,7 +13,7 @@ from typing import Any
 from starlette.types import Send
 
 from gateway.api.chat import parse_object
-from gateway.api.responses import send_error
+from gateway.api.send import send_error
 from gateway.errors import BadRequest, GatewayError
 from gateway.failover.run import Served
 from gateway.relay.stream import RelayResult
@@ -52,7 +52,9 @@ class EmbeddingsProtocol:
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
         return runtime.router.resolve(body["model"], body.get("models"))
 
-    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser | None:
+    def legs(
+        self, runtime: Runtime, plan: Plan, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> LegChooser | None:
         listed = body.get("models")
         first = listed[0] if isinstance(listed, list) and listed else body["model"]
         route = runtime.router.route(first)

@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.responses import new_request_id
+from gateway.api.send import new_request_id
 from gateway.api.unserved import not_served
 from gateway.errors import GatewayError, MethodNotAllowed
 

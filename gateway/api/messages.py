@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from gateway.api.chat import parse_object
-from gateway.api.responses import new_request_id, send_json
+from gateway.api.send import new_request_id, send_json
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
 from gateway.failover.run import Served
 from gateway.protocols import messages
@@ -53,7 +53,7 @@ class MessagesProtocol:
     def plan(self, runtime: Runtime, body: dict[str, Any]) -> Plan:
         return runtime.router.resolve(body["model"], None)
 
-    def legs(self, runtime: Runtime, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser:
+    def legs(self, runtime: Runtime, plan: Plan, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser:
         native = Leg(PASS_THROUGH, body, {k: v for k, v in headers.items() if k in FORWARDED})
         translated: dict[str, Any] = {}
 

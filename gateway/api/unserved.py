@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.responses import new_request_id, send_error
+from gateway.api.send import new_request_id, send_error
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 
 RESPONSES_PATH = "/v1/responses"

@@ -78,6 +78,9 @@ class ProviderSettings(_Strict):
     # Messages API at base_url (…/v1/messages), `openai` for a chat-completions one.
     wire: Literal["openai", "anthropic"] | None = None
     limits: LimitsConfig | None = None
+    responses_api: bool | None = Field(
+        None, description="the provider serves OpenAI's Responses API at {base_url}/responses, so /v1/responses "
+                          "passes through untouched (default: true for @ai-sdk/openai, else false)")
 
 
 class TargetSpec(_Strict):

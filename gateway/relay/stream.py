@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
-from gateway.errors import StreamCut, UpstreamError, UpstreamTimeout
+from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from gateway.relay.sse import DONE, DONE_EVENT, EventSplitter, error_event, event_data
 from gateway.upstream.secrets import Secrets
 
@@ -43,6 +43,12 @@ class _Malformed(Exception):
     pass
 
 
+class EventProcessor(Protocol):
+    def __call__(self, events: list[bytes], out: list[bytes], result: RelayResult, wants_usage: bool,
+                 secrets: Secrets) -> bool:
+        """Append what the client should get to `out`; True once the upstream's stream is complete."""
+
+
 async def relay(
     source: ChunkSource,
     splitter: EventSplitter,
@@ -53,19 +59,24 @@ async def relay(
     idle: float,
     result: RelayResult,
     secrets: Secrets,
+    process: EventProcessor | None = None,
+    failure: Callable[[dict[str, Any]], bytes] = error_event,
 ) -> AsyncGenerator[bytes, None]:
+    """`process` reads the upstream's events (default: chat chunks); `failure` writes the event that ends
+    a broken stream from an OpenAI error body (default: an SSE `error` event)."""
+    process = process or _process
     clean = False
     try:
         pending = held
         while True:
             out: list[bytes] = []
             try:
-                done = _process(pending, out, result, wants_usage, secrets)
-            except _Malformed as exc:
+                done = process(pending, out, result, wants_usage, secrets)
+            except (_Malformed, UpstreamProtocolError) as exc:
                 if out:
                     yield b"".join(out)  # what came before the bad chunk is still the client's
                 result.error_type = "malformed"
-                yield error_event({"error": {"message": secrets.mask_text(str(exc)), "type": "upstream_error",
+                yield failure({"error": {"message": secrets.mask_text(str(exc)), "type": "upstream_error",
                                              "code": "upstream_malformed", "param": None}})
                 return
             if out:
@@ -86,7 +97,7 @@ async def relay(
                     return
                 result.error_type = error.error_type
                 error.mask(secrets.mask)
-                yield error_event(error.to_body())
+                yield failure(error.to_body())
                 return
             if not data:
                 try:
@@ -102,7 +113,7 @@ async def relay(
                     return
                 cut = StreamCut("the upstream stream ended before the answer was complete")
                 result.error_type = cut.error_type
-                yield error_event(cut.to_body())
+                yield failure(cut.to_body())
                 return
             try:
                 pending = splitter.feed(data)

@@ -16,6 +16,7 @@ from gateway.catalog.wire import ANTHROPIC, ANTHROPIC_VERSION, WireFormat, defau
 from gateway.config.schema import ProviderSettings
 from gateway.upstream.secrets import NO_SECRETS, Secrets
 
+OPENAI_PACKAGE = "@ai-sdk/openai"  # OpenAI's own API, the one that serves /responses
 _URL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -28,6 +29,7 @@ class Endpoint:
     unavailable: str | None = None
     missing_env: tuple[str, ...] = ()
     secrets: Secrets = field(default=NO_SECRETS, repr=False)
+    responses_api: bool = False  # serves OpenAI's Responses API itself: /v1/responses passes through
 
     @property
     def chat_url(self) -> str:
@@ -77,7 +79,8 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
     # Everything that came from the environment or config to reach this upstream is a credential:
     # the key, extra header values, and the values put into the URL (an account id in a path).
     secrets = Secrets((key, *override.headers.values(), *(environ[name] for name in url_vars)))
-    return Endpoint(provider.id, wire, base, headers, secrets=secrets)
+    responses_api = override.responses_api if override.responses_api is not None else provider.npm == OPENAI_PACKAGE
+    return Endpoint(provider.id, wire, base, headers, secrets=secrets, responses_api=responses_api)
 
 
 def _unusable(provider: Provider, reason: str, missing: tuple[str, ...] = ()) -> Endpoint:

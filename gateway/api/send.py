@@ -1,0 +1,34 @@
+"""Small raw-ASGI response helpers shared by the endpoints: JSON bodies and OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable
+
+from starlette.types import Send
+
+from gateway.errors import GatewayError
+
+JSON = (b"content-type", b"application/json")
+
+
+_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique without a system call per request: a random per-process prefix and a counter."""
+    return f"{_PREFIX}{next(_COUNTER):010x}"
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    raw = [JSON, (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    headers = [(b"x-request-id", request_id.encode())]
+    headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    await send_json(send, error.status, error.to_json(), headers)
