@@ -66,6 +66,7 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
     content = last.get("content")
     blocks = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
     results = [b for b in blocks if b.get("type") == "tool_result"]
+    said = " ".join(b.get("text", "") for b in blocks if b.get("type") == "text")
     tools = body.get("tools") or []
     if results:
         result = results[0].get("content")
@@ -73,12 +74,12 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
         out: list[dict[str, Any]] = [{"type": "text", "text": f"Tool result: {text}"}]
         stop = "end_turn"
     elif tools:
+        # Like the echo model: each property of the first tool's schema filled with what the user said.
         name = tools[0]["name"]
         properties = (tools[0].get("input_schema") or {}).get("properties") or {}
-        out = [{"type": "tool_use", "id": "toolu_fake1", "name": name, "input": {k: "x" for k in properties}}]
+        out = [{"type": "tool_use", "id": "toolu_fake1", "name": name, "input": {k: said for k in properties}}]
         stop = "tool_use"
     else:
-        said = " ".join(b.get("text", "") for b in blocks if b.get("type") == "text")
         out = [{"type": "text", "text": f"You said: {said}"}]
         stop = "end_turn"
     return {"id": "msg_fake1", "type": "message", "role": "assistant", "model": body.get("model", "claude-fake"),

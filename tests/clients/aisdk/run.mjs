@@ -60,3 +60,26 @@ await run("tool", async () => {
     steps: result.steps.length,
   };
 });
+
+await run("stream_tool", async () => {
+  const getWeather = tool({
+    description: "The weather in a city",
+    inputSchema: z.object({ city: z.string() }),
+    execute: async ({ city }) => `21C and sunny in ${city}`,
+  });
+  const result = streamText({
+    model,
+    prompt: "Lisbon",
+    tools: { get_weather: getWeather },
+    stopWhen: stepCountIs(3),
+  });
+  let text = "";
+  for await (const delta of result.textStream) text += delta;
+  const steps = await result.steps;
+  return {
+    toolCalls: steps.flatMap((s) => s.toolCalls).map((c) => ({ toolName: c.toolName, input: c.input })),
+    text,
+    usage: await result.totalUsage,
+    steps: steps.length,
+  };
+});
