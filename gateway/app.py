@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ from gateway.api.responses import ResponsesProtocol
 from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
+from gateway.failover.health import Clock, Health
 from gateway.runtime import Runtime
 from gateway.teams.service import Teams
 from gateway.upstream.transport import Transport
@@ -43,11 +45,15 @@ MESSAGES_PATH = "/v1/messages"
 
 
 class Gateway:
-    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None, *,
+                 clock: Clock = time.monotonic) -> None:
         self._environ = environ
         self.transport = Transport()
         self.teams = Teams(settings.state)
-        self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, environ, self.teams)
+        # Circuits and latencies are about the upstreams, not the config: they outlive a reload.
+        self.health = Health(settings.breaker, clock)
+        self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self.health, environ,
+                                     self.teams)
         self._chat = Pipeline(self.current, ChatProtocol())
         self._embeddings = Pipeline(self.current, EmbeddingsProtocol())
         self._messages = Pipeline(self.current, MessagesProtocol())
@@ -72,6 +78,7 @@ class Gateway:
             lifespan=self._lifespan,
         )
         self._starlette.state.runtime = self.current
+        self._starlette.state.health = self.health
         metrics.set_build_info(__version__)
         metrics.config_loaded(True, reload=False)
 
@@ -100,8 +107,8 @@ class Gateway:
         source = self.runtime.settings.source
         try:
             settings = load_settings(source, self._environ)
-            runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self._environ,
-                                    self.teams)
+            runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self.health,
+                                    self._environ, self.teams)
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config:\n%s", exc)
             metrics.config_loaded(False, reload=True)
@@ -122,18 +129,29 @@ class Gateway:
         gc.freeze()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        ticker = asyncio.get_running_loop().create_task(self._tick_circuits())
         try:
             yield
         finally:
             await self.teams.stop()  # the last settlements and ledger rows are written before exit
+            ticker.cancel()
             await self.transport.close()
             metrics.worker_exit()
 
 
+    async def _tick_circuits(self) -> None:
+        """Open circuits turn half-open by time, so gauges and alerts tell the truth for idle targets."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.health.tick()
+
+
 async def _metrics(request: Request) -> Response:
+    request.app.state.health.tick()
     body, content_type = metrics.render(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 
-def build_app(settings: Settings, environ: Mapping[str, str] | None = None) -> Gateway:
-    return Gateway(settings, environ)
+def build_app(settings: Settings, environ: Mapping[str, str] | None = None, *,
+              clock: Clock = time.monotonic) -> Gateway:
+    return Gateway(settings, environ, clock=clock)

@@ -69,12 +69,13 @@ def _publish(args: argparse.Namespace) -> int:
 
     from gateway.catalog import load_catalog
     from gateway.config import load_settings
+    from gateway.failover.health import Health
     from gateway.publish import opencode_json, provider_json
     from gateway.runtime import Runtime
     from gateway.upstream.transport import Transport
 
     settings = load_settings(args.config)
-    runtime = Runtime.build(settings, load_catalog(settings.catalog), Transport())
+    runtime = Runtime.build(settings, load_catalog(settings.catalog), Transport(), Health(settings.breaker))
     base_url = args.base_url or settings.publish.base_url or f"http://{settings.server.host}:{settings.server.port}"
     build = opencode_json if args.format == "opencode" else provider_json
     print(json.dumps(build(settings.publish, runtime.router, base_url), indent=2))

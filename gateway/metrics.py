@@ -29,7 +29,7 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The closed set of `error_type` / attempt `outcome` values (besides "success").
 ERROR_TYPES = ("rate_limited", "timeout", "upstream_5xx", "connect", "stream_cut", "auth", "bad_request",
                "context_length", "content_policy", "not_found", "malformed", "circuit_open", "no_credentials",
-               "cancelled")
+               "cancelled", "quota")
 
 
 @dataclass(frozen=True, eq=False)

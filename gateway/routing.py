@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from gateway.suggest import SuggestionIndex
 from gateway.upstream.endpoint import Endpoint
 
 _PROVIDERS = "/"  # the suggestion scope of provider ids (no provider id contains a slash)
+TTFT_SAMPLES = 50  # recent times to first token kept per target
+EXPLORE = 0.05  # `latency` strategy: share of requests that try a target not yet measured first
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,27 +67,45 @@ class Plan:
     total: float
 
 
-class LatencyTracker:
-    """Exponentially weighted time to first byte per target, for the `latency` strategy."""
+class LatencyStats:
+    """Per target: an EWMA of successful times to first byte, and recent times to first token."""
 
-    __slots__ = ("_ewma",)
+    __slots__ = ("_ewma", "_ttft")
 
     def __init__(self) -> None:
         self._ewma: dict[str, float] = {}
+        self._ttft: dict[str, deque[float]] = {}
 
     def observe(self, key: str, seconds: float) -> None:
         previous = self._ewma.get(key)
         self._ewma[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
-    def get(self, key: str) -> float:
-        return self._ewma.get(key, 0.0)
+    def get(self, key: str) -> float | None:
+        """None for a target never seen to succeed."""
+        return self._ewma.get(key)
+
+    def observe_first_token(self, key: str, seconds: float) -> None:
+        samples = self._ttft.get(key)
+        if samples is None:
+            samples = self._ttft[key] = deque(maxlen=TTFT_SAMPLES)
+        samples.append(seconds)
+
+    def first_tokens(self, key: str) -> tuple[float, ...]:
+        return tuple(self._ttft.get(key, ()))
+
+    def retain(self, keys: set[str]) -> None:
+        """Forget targets a reloaded config no longer has."""
+        for table in (self._ewma, self._ttft):
+            for key in [k for k in table if k not in keys]:
+                del table[key]
 
 
 class Router:
-    def __init__(self, catalog: Catalog, settings: Settings, endpoints: Mapping[str, Endpoint]) -> None:
-        self.latency = LatencyTracker()
+    def __init__(self, catalog: Catalog, settings: Settings, endpoints: Mapping[str, Endpoint],
+                 latency: LatencyStats | None = None, rng: random.Random | None = None) -> None:
+        self.latency = latency if latency is not None else LatencyStats()
+        self._rng = rng or random.Random()
         self.routes: dict[str, Route] = {}
-        total = settings.timeouts.total
         for provider in catalog.providers.values():
             endpoint = endpoints[provider.id]
             override = settings.providers.get(provider.id)
@@ -93,7 +114,7 @@ class Router:
             for model in provider.models.values():
                 key = f"{provider.id}/{model.id}"
                 target = Target(key, model.id, endpoint, model, timeouts, retry)
-                self.routes[key] = Route(key, (target,), (), "ordered", total, is_alias=False)
+                self.routes[key] = Route(key, (target,), (), "ordered", timeouts.total, is_alias=False)
         for name, alias in settings.models.items():
             if alias.targets:
                 self.routes[name] = self._alias_route(name, alias, settings, catalog, endpoints)
@@ -130,10 +151,21 @@ class Router:
             return route.targets + route.fallbacks if route.fallbacks else route.targets
         if route.strategy == "weighted":
             # Weighted sampling without replacement (Efraimidis-Spirakis): one key per target, sorted.
-            primary = sorted(route.targets, key=lambda t: random.random() ** (1.0 / t.weight), reverse=True)
+            rng = self._rng
+            primary = tuple(sorted(route.targets, key=lambda t: rng.random() ** (1.0 / t.weight), reverse=True))
         else:
-            primary = sorted(route.targets, key=lambda t: self.latency.get(t.key))
+            primary = self._by_latency(route.targets)
         return (*primary, *route.fallbacks)
+
+    def _by_latency(self, targets: tuple[Target, ...]) -> tuple[Target, ...]:
+        """Fastest first among targets seen to succeed; now and then, one not yet seen goes first so
+        that it gets the chance to be measured (and a failing one is not ranked first forever)."""
+        latency = self.latency
+        seen = sorted((t for t in targets if latency.get(t.key) is not None), key=lambda t: latency.get(t.key) or 0.0)
+        unseen = [t for t in targets if latency.get(t.key) is None]
+        if unseen and seen and self._rng.random() < EXPLORE:
+            return (unseen[0], *seen, *unseen[1:])
+        return (*seen, *unseen)
 
     def _alias_route(
         self, name: str, alias: ModelAlias, settings: Settings, catalog: Catalog, endpoints: Mapping[str, Endpoint]

@@ -14,7 +14,8 @@ from gateway import metrics
 from gateway.auth import Authenticator
 from gateway.catalog.schema import Catalog
 from gateway.config.schema import Settings
-from gateway.failover.breaker import Breakers, State
+from gateway.failover.breaker import State
+from gateway.failover.health import Health
 from gateway.failover.run import Executor
 from gateway.routing import Router
 from gateway.teams.limits import LimitsIndex
@@ -32,29 +33,30 @@ class Runtime:
     endpoints: Mapping[str, Endpoint]
     router: Router
     auth: Authenticator
-    breakers: Breakers
+    health: Health
     executor: Executor
     limits: LimitsIndex
     teams: Teams | None  # None where nothing is served (publish, check)
 
     @classmethod
     def build(
-        cls, settings: Settings, catalog: Catalog, transport: Transport, environ: Mapping[str, str] | None = None,
-        teams: Teams | None = None,
+        cls, settings: Settings, catalog: Catalog, transport: Transport, health: Health,
+        environ: Mapping[str, str] | None = None, teams: Teams | None = None,
     ) -> Runtime:
+        """`health` outlives this runtime: a reload hands the same one to the next."""
         environ = os.environ if environ is None else environ
         endpoints = {
             pid: build_endpoint(provider, settings.providers.get(pid), environ)
             for pid, provider in catalog.providers.items()
         }
-        router = Router(catalog, settings, endpoints)
-        watcher = _CircuitWatcher(router)
-        breakers = Breakers(settings.breaker, watcher.changed)
-        watcher.breakers = breakers
+        router = Router(catalog, settings, endpoints, health.latency)
+        watcher = _CircuitWatcher(router, health)
+        keys = {t.key for route in router.routes.values() for t in (*route.targets, *route.fallbacks)}
+        health.configure(settings.breaker, keys, watcher.changed)
         watcher.publish_all()
-        executor = Executor(transport, breakers, router.latency, settings.upstream)
+        executor = Executor(transport, health, settings.upstream)
         auth = Authenticator(settings.auth, teams.keys, teams.wall_clock) if teams else Authenticator(settings.auth)
-        return cls(settings, catalog, endpoints, router, auth, breakers, executor, LimitsIndex.from_settings(settings),
+        return cls(settings, catalog, endpoints, router, auth, health, executor, LimitsIndex.from_settings(settings),
                    teams)
 
     @property
@@ -66,8 +68,8 @@ class Runtime:
 class _CircuitWatcher:
     """Turns circuit changes into metrics: per target, and per alias how many of its targets are open."""
 
-    def __init__(self, router: Router) -> None:
-        self.breakers: Breakers | None = None
+    def __init__(self, router: Router, health: Health) -> None:
+        self._health = health
         self._aliases: dict[str, tuple[str, ...]] = {}
         for route in router.routes.values():
             if route.is_alias:
@@ -86,6 +88,5 @@ class _CircuitWatcher:
             self._publish(alias, keys)
 
     def _publish(self, alias: str, keys: tuple[str, ...]) -> None:
-        assert self.breakers is not None
-        open_ = sum(1 for k in keys if self.breakers.get(k).state is State.OPEN)
+        open_ = sum(1 for k in keys if self._health.state(k) is State.OPEN)
         metrics.alias_targets(alias, len(keys), open_)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,19 @@ def model_json(model_id: str, *, context: int = 128000, output: int = 8192, **ex
     }
 
 
+class FakeClock:
+    """The gateway's circuit clock, advanced by hand: no test waits out a cooldown."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class RunningGateway:
     def __init__(self, app: Gateway, base_url: str, client: httpx.AsyncClient) -> None:
         self.app = app
@@ -103,7 +117,8 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     servers: list[tuple[uvicorn.Server, socket.socket, httpx.AsyncClient]] = []
 
     async def start(config: dict[str, Any], *, catalogs: list[dict[str, Any]] = (),
-                    environ: dict[str, str] | None = None, echo: bool = True) -> RunningGateway:
+                    environ: dict[str, str] | None = None, echo: bool = True,
+                    clock: FakeClock | None = None) -> RunningGateway:
         paths = []
         for index, catalog in enumerate(catalogs):
             path = tmp_path / f"catalog-{len(servers)}-{index}.json"
@@ -117,7 +132,7 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         server = {"access_log": True, **config.get("server", {})}
         raw = {**config, "catalog": config.get("catalog", paths), "server": server}
         settings = parse_settings(raw, str(tmp_path / "gateway.yaml"), environ or {})
-        app = build_app(settings, environ or {})
+        app = build_app(settings, environ or {}, clock=clock or time.monotonic)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

@@ -29,7 +29,7 @@ from gateway.auth import Caller
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
-from gateway.relay.stream import RelayResult, relay
+from gateway.relay.stream import RelayResult
 from gateway.routing import Plan
 from gateway.runtime import Runtime
 from gateway.upstream.formats import LegChooser
@@ -69,7 +69,10 @@ class Inbound(Protocol):
     def relay(
         self, served: Served, body: dict[str, Any], expires: float, result: RelayResult
     ) -> AsyncGenerator[bytes, None]:
-        """The client's stream; sets result.usage, result.completed and result.error_type as it goes."""
+        """The client's stream; sets result.usage, result.completed and result.error_type as it goes.
+
+        `served.stream()` is the chat-shaped stream (continued after a break where it can be, its
+        target judged at its end); a protocol translates it, or passes it through."""
 
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None: ...
 
@@ -104,9 +107,7 @@ class ChatProtocol:
     ) -> AsyncGenerator[bytes, None]:
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return relay(served.response, served.splitter, served.held, wants_usage=wants_usage,
-                     expires=expires, idle=served.target.timeouts.idle, result=result,
-                     secrets=served.target.endpoint.secrets)
+        return served.stream(wants_usage=wants_usage, result=result)
 
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:
         await send_error(send, error, request_id)
@@ -192,19 +193,19 @@ class Pipeline:
         result = RelayResult()
         context.relay = result
         context.status = 200
-        try:
+        pieces = protocol.relay(served, body, deadline.expires, result)
+        # aclosing: if the client goes away mid-send, the stream (and with it the upstream) closes now.
+        # The first piece (replayed from memory) is taken before the headers go out, so that from the
+        # first send on, closing the stream is what releases the upstream and settles its target.
+        async with contextlib.aclosing(pieces):
+            first = await anext(pieces)
             context.responding = True
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
-            pieces = protocol.relay(served, body, deadline.expires, result)
-            # aclosing: if the client goes away mid-send, the relay (and with it the upstream) closes now.
-            async with contextlib.aclosing(pieces):
-                async for piece in pieces:
-                    await send({"type": "http.response.body", "body": piece, "more_body": True})
-            watched.finishing = True
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            served.response.close()  # a no-op after a clean end; otherwise the upstream is dropped now
-            _judge_stream(runtime, served, result)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for piece in pieces:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        watched.finishing = True
+        await send({"type": "http.response.body", "body": b""})
         context.usage = result.usage
 
 
@@ -263,19 +264,6 @@ class _Watched:
                     self._gone = True
                     task.cancel()
                 return
-
-
-def _judge_stream(runtime: Runtime, served: Served, result: RelayResult) -> None:
-    """A stream's target is judged when the stream ends: one that breaks streams is unhealthy."""
-    if not runtime.breakers.enabled:
-        return
-    breaker = runtime.breakers.get(served.target.key)
-    if result.error_type is not None:
-        breaker.record_failure(time.monotonic())
-    elif result.completed:
-        breaker.record_success(time.monotonic())
-    else:
-        breaker.release_probe()  # the client left: no verdict on the upstream
 
 
 def _served_headers(served: Served, request_id: str) -> list[tuple[bytes, bytes]]:

@@ -25,7 +25,7 @@ from gateway.api.send import new_request_id, send_json
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
 from gateway.failover.run import Served
 from gateway.protocols import messages
-from gateway.relay.stream import RelayResult, relay
+from gateway.relay.stream import RelayResult
 from gateway.routing import Plan, Target
 from gateway.runtime import Runtime
 from gateway.upstream.formats import Leg, LegChooser
@@ -80,11 +80,12 @@ class MessagesProtocol:
         self, served: Served, body: dict[str, Any], expires: float, result: RelayResult
     ) -> AsyncGenerator[bytes, None]:
         # Usage is always asked for: the translation needs it for message_delta, and accounting does.
-        pieces = relay(served.response, served.splitter, served.held, wants_usage=True, expires=expires,
-                       idle=served.target.timeouts.idle, result=result, secrets=served.target.endpoint.secrets)
         if isinstance(served.response, MessagesView) and isinstance(_dialect(served), MessagesPassThrough):
+            # The upstream's own bytes go to the client: a continuation from another attempt could not
+            # be spliced into them, so a break ends the stream.
+            pieces = served.stream(wants_usage=True, result=result, recover=False)
             return _pass_through(pieces, served.response, served, result)
-        return _translated(pieces, body["model"])
+        return _translated(served.stream(wants_usage=True, result=result), body["model"])
 
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:
         body = messages.error_body(error)

@@ -23,7 +23,7 @@ from gateway.failover.run import Served
 from gateway.protocols import responses as translate
 from gateway.relay.responses import ResponsesEvents
 from gateway.relay.sse import EventSplitter
-from gateway.relay.stream import RelayResult, relay
+from gateway.relay.stream import RelayResult
 from gateway.routing import Plan, Target
 from gateway.runtime import Runtime
 from gateway.upstream.formats import Leg, LegChooser, Skip
@@ -91,11 +91,9 @@ class ResponsesProtocol:
     ) -> AsyncGenerator[bytes, None]:
         if served.leg is not None and served.leg.dialect is RESPONSES:
             events = ResponsesEvents()
-            return relay(served.response, served.splitter, served.held, wants_usage=True, expires=expires,
-                         idle=served.target.timeouts.idle, result=result, secrets=served.target.endpoint.secrets,
-                         process=events, failure=events.failure)
-        chat = relay(served.response, served.splitter, served.held, wants_usage=True, expires=expires,
-                     idle=served.target.timeouts.idle, result=result, secrets=served.target.endpoint.secrets)
+            return served.stream(wants_usage=True, result=result, recover=False, process=events,
+                                 failure=events.failure)
+        chat = served.stream(wants_usage=True, result=result)
         return _translated(chat, translate.StreamTranslator(body))
 
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:

@@ -1,16 +1,20 @@
-"""Circuit breakers per target: take a failing target out for a cooldown, probe it, put it back.
+"""One circuit breaker: take a failing target out for a cooldown, probe it, put it back.
 
 A circuit opens after `failures` consecutive failures, or when the failure ratio over the last
 `window` seconds reaches `failure_ratio` (with at least `min_requests` outcomes). It stays open for
-the cooldown (at least as long as the upstream's Retry-After), then lets one probe through
-(half-open): success closes it, failure opens it again. State lives in memory, per process.
+the cooldown (at least as long as the upstream's Retry-After), then turns half-open by time and lets
+one probe through: the probe's success closes it, its failure opens it again.
+
+Every admission is a ticket. Only the ticket's own circuit generation may settle it: a request
+admitted before the circuit opened cannot close it by succeeding late, and while half-open only the
+probe's outcome counts. The clock is passed in, so the breaker never reads time itself.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
 
 from gateway.config.schema import BreakerPolicy
@@ -22,84 +26,122 @@ class State(IntEnum):
     OPEN = 2
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Permission for one request to try a target; settle it exactly once."""
+
+    key: str
+    generation: int
+    probe: bool
+
+
 class CircuitBreaker:
-    __slots__ = ("_consecutive", "_outcomes", "_policy", "key", "on_change", "opened_until", "probing", "state")
+    __slots__ = ("_consecutive", "_forced_at", "_outcomes", "_probe_since", "generation", "key", "on_change",
+                 "opened_until", "policy", "state")
 
     def __init__(self, key: str, policy: BreakerPolicy, on_change: Callable[[str, State], None]) -> None:
         self.key = key
-        self._policy = policy
+        self.policy = policy
         self.on_change = on_change
         self.state = State.CLOSED
         self.opened_until = 0.0
-        self.probing = False
+        self.generation = 0
+        self._probe_since: float | None = None  # when the current probe was admitted
+        self._forced_at: float | None = None  # when an early probe was last let through
         self._consecutive = 0
         # Outcomes counted in ten time buckets per window: bounded memory at any request rate.
         self._outcomes: deque[list[float]] = deque()
 
-    def allow(self, now: float) -> bool:
-        """May a request try this target now? In half-open, only one probe at a time."""
+    def tick(self, now: float) -> None:
+        """Open turns half-open when its cooldown has passed, whether or not anyone asks."""
+        if self.state is State.OPEN and now >= self.opened_until:
+            self._set(State.HALF_OPEN)
+
+    def admit(self, now: float) -> Ticket | None:
+        """A ticket to try this target now, or None while it is open (or its one probe is out)."""
+        self.tick(now)
         if self.state is State.CLOSED:
-            return True
-        if self.state is State.OPEN:
-            if now < self.opened_until:
-                return False
-            self._set(State.HALF_OPEN)
-        if self.probing:
-            return False
-        self.probing = True
-        return True
+            return Ticket(self.key, self.generation, probe=False)
+        if self.state is State.OPEN or not self._probe_free(now):
+            return None
+        self._probe_since = now
+        return Ticket(self.key, self.generation, probe=True)
 
-    def force_probe(self) -> None:
-        """Every target is open: let this one through anyway, as a half-open probe."""
-        if self.state is State.OPEN:
-            self._set(State.HALF_OPEN)
-        self.probing = True
+    def admit_early(self, now: float) -> Ticket | None:
+        """Every target of a plan is open: one early probe per cooldown, owned like any probe."""
+        if self.state is State.CLOSED:
+            return Ticket(self.key, self.generation, probe=False)
+        if not self._probe_free(now):
+            return None
+        if self._forced_at is not None and now - self._forced_at < self.policy.cooldown:
+            return None
+        self._forced_at = now
+        self._probe_since = now
+        return Ticket(self.key, self.generation, probe=True)
 
-    def record_success(self, now: float) -> None:
+    def remaining(self, now: float) -> float:
+        """Seconds until the circuit lets a probe through (0 when it would now)."""
+        if self.state is State.OPEN:
+            return max(0.0, self.opened_until - now)
+        return 0.0
+
+    def succeeded(self, ticket: Ticket, now: float) -> None:
+        if not self._owns(ticket):
+            return
         self._consecutive = 0
-        self.probing = False
         self._remember(now, ok=True)
-        if self.state is not State.CLOSED:
+        if ticket.probe:
+            self._probe_since = None
             self._outcomes.clear()
             self._set(State.CLOSED)
 
-    def record_failure(self, now: float, retry_after: float | None = None) -> None:
+    def failed(self, ticket: Ticket, now: float, retry_after: float | None = None) -> None:
+        if not self._owns(ticket):
+            return
         self._consecutive += 1
-        self.probing = False
         self._remember(now, ok=False)
-        if self.state is State.HALF_OPEN or self._should_open():
+        if ticket.probe or self._should_open():
             self._open(now, retry_after)
-        elif retry_after is not None and self.state is State.OPEN:
-            self.opened_until = max(self.opened_until, now + retry_after)
 
-    def release_probe(self) -> None:
-        """A probe that ended without a verdict (cancelled, or a client error) frees the slot."""
-        self.probing = False
+    def released(self, ticket: Ticket) -> None:
+        """The request ended with no verdict on the upstream (client gone, client error): free the probe."""
+        if self._owns(ticket) and ticket.probe:
+            self._probe_since = None
+
+    def _owns(self, ticket: Ticket) -> bool:
+        if ticket.generation != self.generation:
+            return False  # admitted before the circuit last opened: a straggler
+        return ticket.probe or self.state is State.CLOSED
+
+    def _probe_free(self, now: float) -> bool:
+        # A probe that never settles (lost to a bug or a stuck stream) frees its slot after a cooldown.
+        since = self._probe_since
+        return since is None or now - since >= self.policy.cooldown
 
     def _should_open(self) -> bool:
-        if self.state is State.OPEN:
-            return False
-        if self._consecutive >= self._policy.failures:
+        if self._consecutive >= self.policy.failures:
             return True
         total = sum(b[1] for b in self._outcomes)
-        if total < self._policy.min_requests:
+        if total < self.policy.min_requests:
             return False
-        return sum(b[2] for b in self._outcomes) / total >= self._policy.failure_ratio
+        return sum(b[2] for b in self._outcomes) / total >= self.policy.failure_ratio
 
     def _open(self, now: float, retry_after: float | None) -> None:
-        self.opened_until = now + max(self._policy.cooldown, retry_after or 0.0)
+        self.opened_until = now + max(self.policy.cooldown, retry_after or 0.0)
+        self.generation += 1
+        self._probe_since = None
         self._set(State.OPEN)
 
     def _remember(self, now: float, *, ok: bool) -> None:
         outcomes = self._outcomes
-        width = self._policy.window / 10
+        width = self.policy.window / 10
         if not outcomes or now - outcomes[-1][0] >= width:
             outcomes.append([now, 0, 0])
         bucket = outcomes[-1]
         bucket[1] += 1
         if not ok:
             bucket[2] += 1
-        horizon = now - self._policy.window
+        horizon = now - self.policy.window
         while outcomes and outcomes[0][0] < horizon:
             outcomes.popleft()
 
@@ -107,29 +149,3 @@ class CircuitBreaker:
         if state is not self.state:
             self.state = state
             self.on_change(self.key, state)
-
-
-class Breakers:
-    """All circuit breakers of this process, created on first use."""
-
-    def __init__(self, policy: BreakerPolicy, on_change: Callable[[str, State], None] | None = None) -> None:
-        self._policy = policy
-        self._on_change = on_change or (lambda key, state: None)
-        self._breakers: dict[str, CircuitBreaker] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return self._policy.enabled
-
-    def get(self, key: str) -> CircuitBreaker:
-        breaker = self._breakers.get(key)
-        if breaker is None:
-            breaker = self._breakers[key] = CircuitBreaker(key, self._policy, self._on_change)
-        return breaker
-
-    def __iter__(self) -> Iterator[CircuitBreaker]:
-        return iter(list(self._breakers.values()))
-
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()

@@ -25,12 +25,13 @@ class Action(Enum):
 
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-NEXT_STATUSES = frozenset({401, 403, 404})
+# 402: out of credit. 501 and 505: the target cannot do this at all; asking again will not help.
+NEXT_STATUSES = frozenset({401, 402, 403, 404, 501, 505})
 
 # Failures that say something about the target's health, so they count towards its circuit breaker.
 # A bad request or a prompt that is too long says nothing about the upstream.
 _UNHEALTHY_TYPES = frozenset({"rate_limited", "timeout", "upstream_5xx", "connect", "stream_cut", "auth",
-                              "not_found", "malformed"})
+                              "not_found", "malformed", "quota"})
 
 
 def classify(error: UpstreamError) -> Action:
@@ -41,15 +42,18 @@ def classify(error: UpstreamError) -> Action:
         return Action.NEXT
     if isinstance(error, UpstreamStatusError):
         status = error.upstream_status
+        if status in NEXT_STATUSES or error.error_type in ("context_length", "quota"):
+            return Action.NEXT
         if status in RETRY_STATUSES or status >= 500:
             return Action.RETRY
-        if status in NEXT_STATUSES or error.error_type == "context_length":
-            return Action.NEXT
         return Action.FAIL
     return Action.NEXT
 
 
 def counts_against_health(error: UpstreamError) -> bool:
+    """Only the upstream's own failures count: not a deadline the client (or the plan) ran out of."""
+    if isinstance(error, UpstreamTimeout) and error.phase == "deadline":
+        return False
     return error.error_type in _UNHEALTHY_TYPES
 
 

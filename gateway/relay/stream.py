@@ -1,11 +1,16 @@
-"""Relay an opened upstream stream to the client, bytes as they arrive.
+"""Relay one opened upstream stream to the client, bytes as they arrive.
 
 The events read before the stream was committed are replayed first. Each event is passed through
 as the exact bytes the upstream sent, except the usage-only chunk, which is kept for accounting and
-dropped when the client did not ask for usage. A stream that breaks, stalls or turns malformed
-after content was sent ends with an SSE `error` event and no `[DONE]`, so no client mistakes it for
-a complete answer. One that ends cleanly without `[DONE]` after its finish is completed at once.
-Every byte from the upstream passes the provider's Secrets on its way out, error events included.
+dropped when the client did not ask for usage. A segment of a continued stream passes its chunks
+through an `edit` function instead (same id and model as the client has seen, prefix checks).
+
+The relay does not decide what a break means: when the upstream stream breaks, stalls, turns
+malformed or reports an error after content, everything before it is yielded and the error is
+raised to the caller, which either continues the stream from elsewhere or ends it. A stream that
+ends cleanly without `[DONE]` after its finish is completed at once. The Transcript records what
+the client has been sent, which is what a continuation needs. Every byte from the upstream passes
+the provider's Secrets on its way out.
 """
 
 from __future__ import annotations
@@ -13,20 +18,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from gateway.relay.sse import DONE, DONE_EVENT, EventSplitter, error_event, event_data
+from gateway.relay.chunk import Chunk, MalformedChunk, interpret
+from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
+from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
 
-
-class ChunkSource(Protocol):
-    async def read_chunk(self) -> bytes: ...
-    def release(self) -> None: ...
-    def close(self) -> None: ...
+# Given a chunk (and its event bytes), what to send instead: (bytes, text it adds) or None to drop it.
+Edit = Callable[[Chunk, bytes], "tuple[bytes, str] | None"]
 
 
 @dataclass(slots=True)
@@ -39,18 +41,43 @@ class RelayResult:
     first_write_at: float | None = None
 
 
-class _Malformed(Exception):
-    pass
+@dataclass(slots=True)
+class Transcript:
+    """What the client has been sent so far."""
+
+    pieces: list[str] = field(default_factory=list)  # text content of choice 0, in order
+    tool: bool = False  # part of a tool call was sent
+    untextual: bool = False  # more than one choice, or content that is neither text nor reasoning
+    first: dict[str, Any] | None = None  # the first chunk sent (its id, model, created)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def add(self, chunk: Chunk, text: str) -> None:
+        if self.first is None and chunk.data is not None and chunk.choices:
+            self.first = chunk.data
+        if text:
+            self.pieces.append(text)
+        if chunk.tool:
+            self.tool = True
+        elif chunk.choices > 1 or (chunk.content and not chunk.text and not chunk.reasoning):
+            self.untextual = True
+
+
+class MalformedEvent(UpstreamProtocolError):
+    """An event after content that could not be read: what it carried is unknown."""
 
 
 class EventProcessor(Protocol):
     def __call__(self, events: list[bytes], out: list[bytes], result: RelayResult, wants_usage: bool,
                  secrets: Secrets) -> bool:
-        """Append what the client should get to `out`; True once the upstream's stream is complete."""
+        """Append what the client should get to `out`; True once the upstream's stream is complete.
+        Raise UpstreamError for an event that breaks the stream."""
 
 
 async def relay(
-    source: ChunkSource,
+    source: UpstreamResponse,
     splitter: EventSplitter,
     held: list[bytes],
     *,
@@ -58,69 +85,53 @@ async def relay(
     expires: float,
     idle: float,
     result: RelayResult,
+    transcript: Transcript,
     secrets: Secrets,
+    edit: Edit | None = None,
     process: EventProcessor | None = None,
-    failure: Callable[[dict[str, Any]], bytes] = error_event,
 ) -> AsyncGenerator[bytes, None]:
-    """`process` reads the upstream's events (default: chat chunks); `failure` writes the event that ends
-    a broken stream from an OpenAI error body (default: an SSE `error` event)."""
-    process = process or _process
+    """Yield the client's bytes; return at the stream's clean end, raise UpstreamError at a break.
+
+    `process` reads events of another shape than chat chunks (a passed-through Responses stream);
+    such a stream has no transcript and is never continued."""
     clean = False
     try:
         pending = held
         while True:
             out: list[bytes] = []
             try:
-                done = process(pending, out, result, wants_usage, secrets)
-            except (_Malformed, UpstreamProtocolError) as exc:
+                if process is None:
+                    done = _process(pending, out, result, transcript, wants_usage, edit, secrets)
+                else:
+                    done = process(pending, out, result, wants_usage, secrets)
+            except UpstreamError:
                 if out:
-                    yield b"".join(out)  # what came before the bad chunk is still the client's
-                result.error_type = "malformed"
-                yield failure({"error": {"message": secrets.mask_text(str(exc)), "type": "upstream_error",
-                                             "code": "upstream_malformed", "param": None}})
-                return
+                    yield b"".join(out)  # what came before the bad event is still the client's
+                raise
             if out:
                 if result.first_write_at is None:
                     result.first_write_at = time.monotonic()
                 yield b"".join(out)
             if done:
-                result.completed = True
-                clean = True
+                result.completed = clean = True
                 return
             try:
                 data = await _read(source, expires, idle)
-            except UpstreamError as error:
+            except UpstreamError:
                 if result.finished:
                     # Complete apart from the closing marker: finish it for the client now.
                     result.completed = True
                     yield DONE_EVENT
                     return
-                result.error_type = error.error_type
-                error.mask(secrets.mask)
-                yield failure(error.to_body())
-                return
+                raise
             if not data:
-                try:
-                    splitter.end()
-                except UpstreamError as error:  # it ended inside an event over the size limit
-                    result.error_type = error.error_type
-                    yield error_event(error.to_body())
-                    return
+                splitter.end()  # raises if it ended inside an event over the size limit
                 if result.finished:
-                    result.completed = True
-                    clean = True
+                    result.completed = clean = True
                     yield DONE_EVENT
                     return
-                cut = StreamCut("the upstream stream ended before the answer was complete")
-                result.error_type = cut.error_type
-                yield failure(cut.to_body())
-                return
-            try:
-                pending = splitter.feed(data)
-            except UpstreamError as error:  # an event over the size limit
-                result.error_type = error.error_type
-                yield error_event(error.to_body())
-                return
+                raise StreamCut("the upstream stream ended before the answer was complete")
+            pending = splitter.feed(data)
     finally:
         # Reused only when the body was read to its end; otherwise (client gone, upstream broken)
         # the connection is dropped at once, which is what cancels the upstream's work.
@@ -130,42 +141,44 @@ async def relay(
             source.close()
 
 
-def _process(events: list[bytes], out: list[bytes], result: RelayResult, wants_usage: bool, secrets: Secrets) -> bool:
+def _process(events: list[bytes], out: list[bytes], result: RelayResult, transcript: Transcript,
+             wants_usage: bool, edit: Edit | None, secrets: Secrets) -> bool:
     """Append what the client should get to `out`; True once the upstream's [DONE] arrived."""
     for event in events:
         data = event_data(event)
         if data is None:
             out.append(secrets.mask_bytes(event) + b"\n\n")  # comments and keep-alives pass through
             continue
-        if data == DONE:
+        try:
+            chunk = interpret(data)
+        except MalformedChunk as exc:
+            raise MalformedEvent(f"the upstream sent {exc} after the answer had started") from None
+        if chunk.done:
             out.append(DONE_EVENT)
             return True
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise _Malformed("the upstream sent a malformed stream chunk after the answer had started") from None
-        if not isinstance(chunk, dict):
-            raise _Malformed("the upstream sent a stream chunk that is not an object")
-        if chunk.get("error"):
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise _Malformed(f"the upstream reported an error mid-stream: {message}")
-        choices = chunk.get("choices")
-        usage = chunk.get("usage")
-        if usage:
-            result.usage = usage
-        if choices:
-            for choice in choices:
-                if choice.get("finish_reason"):
-                    result.finished = True
-        elif usage and not wants_usage:
+        if chunk.error is not None:
+            message = chunk.error.get("message")
+            raise UpstreamProtocolError(f"the upstream reported an error mid-stream: {message}")
+        if chunk.usage is not None:
+            result.usage = chunk.usage
+        if chunk.finish_reason is not None:
+            result.finished = True
+        if edit is not None:
+            edited = edit(chunk, event)
+            if edited is None:
+                continue
+            event, text = edited
+        elif chunk.usage_only and not wants_usage:
             continue  # the usage-only chunk the gateway asked for on its own account
+        else:
+            text = chunk.text
+        transcript.add(chunk, text)
         result.chunks += 1
         out.append(secrets.mask_bytes(event) + b"\n\n")
     return False
 
 
-async def _read(source: ChunkSource, expires: float, idle: float) -> bytes:
+async def _read(source: UpstreamResponse, expires: float, idle: float) -> bytes:
     remaining = expires - time.monotonic()
     if remaining > idle:
         return await source.read_chunk()  # the transport's idle timeout fires first

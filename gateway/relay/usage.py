@@ -19,17 +19,30 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
-        prompt = usage.get("prompt_tokens") or 0
-        completion = usage.get("completion_tokens") or 0
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
+        """Counts an upstream reported; a field that is not a count (`"abc"`, -1, a list) counts as 0."""
+        prompt = usage.get("prompt_tokens_details")
+        details = prompt if isinstance(prompt, Mapping) else {}
+        completion = usage.get("completion_tokens_details")
         return cls(
-            input=int(prompt),
-            output=int(completion),
-            cached=int(prompt_details.get("cached_tokens") or 0),
-            reasoning=int(completion_details.get("reasoning_tokens") or 0),
-            cache_write=int(prompt_details.get("cache_write_tokens") or 0),
+            input=_count(usage.get("prompt_tokens")),
+            output=_count(usage.get("completion_tokens")),
+            cached=_count(details.get("cached_tokens")),
+            reasoning=_count(completion.get("reasoning_tokens")) if isinstance(completion, Mapping) else 0,
+            cache_write=_count(details.get("cache_write_tokens")),
         )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input + other.input, self.output + other.output, self.cached + other.cached,
+                     self.reasoning + other.reasoning, self.cache_write + other.cache_write)
+
+    def to_openai(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": self.input, "completion_tokens": self.output,
+                                 "total_tokens": self.input + self.output}
+        if self.cached or self.cache_write:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached, "cache_write_tokens": self.cache_write}
+        if self.reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning}
+        return usage
 
     def cost(self, prices: Cost | None) -> float | None:
         """USD, or None when the catalog has no price. Cached input is billed at cache_read and cache
@@ -45,3 +58,9 @@ class Usage:
         reasoning = min(self.reasoning, self.output) if prices.reasoning is not None else 0
         output = (self.output - reasoning) * prices.output + reasoning * (prices.reasoning or 0.0)
         return (plain * prices.input + cached * read_price + written * write_price + output) / 1e6
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
+        return 0
+    return int(min(value, 1 << 40))

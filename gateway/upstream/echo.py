@@ -41,6 +41,9 @@ class EchoResponse:
         self._index += 1
         return self._chunks[self._index - 1]
 
+    def set_read_timeout(self, seconds: float) -> None:
+        pass  # every chunk is already here
+
     def release(self) -> None:
         self._index = len(self._chunks)
 

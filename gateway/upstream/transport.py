@@ -59,6 +59,12 @@ class HttpResponse:
         except aiohttp.ClientError as exc:
             raise StreamCut(f"the upstream stream broke ({_name(exc)})") from None
 
+    def set_read_timeout(self, seconds: float) -> None:
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = seconds
+            connection.protocol.start_timeout()  # re-arm the pending timer with the new limit
+
     def release(self) -> None:
         self._response.release()
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import FAST_POLICY, GatewayFactory, RunningGateway, model_json, provider_json, sse_events
+from tests.conftest import FAST_POLICY, FakeClock, GatewayFactory, RunningGateway, model_json, provider_json, sse_events
 from tests.fakes.upstream import (
     FakeUpstream,
     chunk,
@@ -36,14 +36,15 @@ SECRET = "sk-acme-secret-abcdef0123456789"
 ASK = {"messages": [{"role": "user", "content": "hi"}]}
 
 
-async def gateway(start_gateway: GatewayFactory, up: FakeUpstream, **config: Any) -> RunningGateway:
+async def gateway(start_gateway: GatewayFactory, up: FakeUpstream, clock: FakeClock | None = None,
+                  **config: Any) -> RunningGateway:
     models = [model_json("m1", context=8000), model_json("m2", context=8000), model_json("big", context=200000)]
     policy = {**FAST_POLICY, **config}
     aliases = {"pair": {"targets": ["acme/m1"], "fallbacks": ["acme/m2"]},
                "ctx": {"targets": ["acme/m1"], "fallbacks": ["acme/m2", "acme/big"]}}
     policy.setdefault("models", aliases)
     return await start_gateway(policy, catalogs=[provider_json("acme", up.base_url, models)],
-                               environ={"ACME_API_KEY": SECRET})
+                               environ={"ACME_API_KEY": SECRET}, clock=clock)
 
 
 def models_seen(up: FakeUpstream) -> list[str]:
@@ -286,39 +287,43 @@ async def test_deadline_bounds_every_retry_and_fallback(start_gateway: GatewayFa
         assert elapsed < 3, elapsed
 
 
-async def test_breaker_opens_probes_and_closes(start_gateway: GatewayFactory) -> None:
+@pytest.mark.parametrize("stream_mode", [False, True])
+async def test_breaker_opens_probes_and_closes(start_gateway: GatewayFactory, stream_mode: bool) -> None:
     async with FakeUpstream() as up:
-        gw = await gateway(start_gateway, up, retry={"attempts": 1, "backoff_initial": 0.01},
+        clock = FakeClock()
+        gw = await gateway(start_gateway, up, clock=clock, retry={"attempts": 1, "backoff_initial": 0.01},
                            breaker={"failures": 2, "cooldown": 60})
         up.script(server_error(503), ok("m2"), server_error(503), ok("m2"))
         for _ in range(2):
-            assert (await complete_text(gw, "pair", False))[:2] == (200, "m2")
+            assert (await complete_text(gw, "pair", stream_mode))[:2] == (200, "m2")
         assert models_seen(up) == ["m1", "m2", "m1", "m2"]
-        breaker = gw.app.runtime.breakers.get("acme/m1")
-        assert breaker.state.name == "OPEN"
+        health = gw.app.health
+        assert health.state("acme/m1").name == "OPEN"
 
         up.reset_log()
-        assert (await complete_text(gw, "pair", False))[:2] == (200, "Hello from upstream")
+        assert (await complete_text(gw, "pair", stream_mode))[:2] == (200, "Hello from upstream")
         assert models_seen(up) == ["m2"], "an open circuit is skipped without a request"
 
-        breaker.opened_until = 0.0  # the cooldown has passed
+        clock.advance(60)  # the cooldown has passed
         up.reset_log()
-        assert (await complete_text(gw, "pair", False))[:2] == (200, "Hello from upstream")
+        assert (await complete_text(gw, "pair", stream_mode))[:2] == (200, "Hello from upstream")
         assert models_seen(up) == ["m1"], "one probe goes to the recovered primary"
-        assert breaker.state.name == "CLOSED"
+        assert health.state("acme/m1").name == "CLOSED", "a successful probe (streamed or not) closes it"
 
 
 async def test_all_circuits_open_tries_the_one_that_recovers_first(start_gateway: GatewayFactory) -> None:
     async with FakeUpstream() as up:
-        gw = await gateway(start_gateway, up, breaker={"failures": 1, "cooldown": 60})
-        breakers = gw.app.runtime.breakers
-        for key, until in (("acme/m1", 1e12), ("acme/m2", 1e11)):
-            breaker = breakers.get(key)
-            breaker.record_failure(0.0)
-            breaker.opened_until = until
+        clock = FakeClock()
+        gw = await gateway(start_gateway, up, clock=clock, breaker={"failures": 1, "cooldown": 60})
+        health = gw.app.health
+        for key in ("acme/m1", "acme/m2"):
+            ticket = health.admit(key)
+            assert ticket is not None
+            health.failed(ticket)
+            clock.advance(10)  # m1 failed first, so it recovers first
         response = await gw.chat({"model": "pair", **ASK})
         assert response.status_code == 200
-        assert models_seen(up) == ["m2"]
+        assert models_seen(up) == ["m1"]
 
 
 async def test_streams_cut_after_content_count_against_the_target(start_gateway: GatewayFactory) -> None:
@@ -328,7 +333,7 @@ async def test_streams_cut_after_content_count_against_the_target(start_gateway:
         for _ in range(2):
             events = sse_events((await gw.chat({"model": "pair", "stream": True, **ASK})).text)
             assert events[-2] == "event:error"
-        assert gw.app.runtime.breakers.get("acme/m1").state.name == "OPEN"
+        assert gw.app.health.state("acme/m1").name == "OPEN"
         up.reset_log()
         assert (await complete_text(gw, "pair", True))[:2] == (200, "Hello from upstream")
         assert models_seen(up) == ["m2"]

@@ -17,21 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.upstream.response import UpstreamResponse
+
+# The one protocol of an upstream response (gateway/upstream/response.py), under the name dialects use.
+UpstreamAnswer = UpstreamResponse
+
 if TYPE_CHECKING:
     from gateway.errors import UpstreamStatusError
     from gateway.routing import Target
-
-
-class UpstreamAnswer(Protocol):
-    """An upstream response as the executor reads it."""
-
-    status: int
-    headers: Any
-
-    async def read_all(self, limit: int) -> bytes: ...
-    async def read_chunk(self) -> bytes: ...
-    def release(self) -> None: ...
-    def close(self) -> None: ...
 
 
 class Dialect(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -19,16 +19,9 @@ from gateway.errors import UpstreamStatusError
 from gateway.relay.sse import EventSplitter, event_data
 from gateway.upstream.formats import anthropic_messages
 from gateway.upstream.formats.openai_chat import CHAT
+from gateway.upstream.response import UpstreamResponse
 
-
-class _Response(Protocol):
-    status: int
-    headers: Any
-
-    async def read_all(self, limit: int) -> bytes: ...
-    async def read_chunk(self) -> bytes: ...
-    def release(self) -> None: ...
-    def close(self) -> None: ...
+_Response = UpstreamResponse
 
 
 class MessagesView:
@@ -81,6 +74,9 @@ class MessagesView:
         """The upstream's own events read since the last call (pass-through relays them as they were)."""
         events, self._raw_events = self._raw_events, []
         return events
+
+    def set_read_timeout(self, seconds: float) -> None:
+        self._inner.set_read_timeout(seconds)
 
     def release(self) -> None:
         self._inner.release()

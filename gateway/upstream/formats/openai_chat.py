@@ -14,11 +14,20 @@ from typing import Any
 import orjson
 
 from gateway.errors import UpstreamProtocolError, UpstreamStatusError
-from gateway.relay.sse import DONE, event_data
-from gateway.upstream.formats import UpstreamAnswer
+from gateway.relay.chunk import MalformedChunk, interpret
+from gateway.relay.sse import event_data
+from gateway.upstream.response import UpstreamResponse
 
 _CONTEXT_HINTS = ("context_length", "context length", "maximum context", "too many tokens", "prompt is too long")
 _POLICY_HINTS = ("content_policy", "content policy", "content_filter", "safety", "moderation")
+_QUOTA_HINTS = ("insufficient_quota", "billing", "credit")
+# An error object inside a 200 answer carries no HTTP status: its code or type says which it would be.
+_STREAM_STATUS_HINTS = (
+    (_QUOTA_HINTS, 402), (("rate_limit", "too_many_requests"), 429), (_CONTEXT_HINTS, 400),
+    (("overloaded",), 529), (("authentication", "invalid_api_key"), 401), (("permission",), 403),
+    (("not_found", "model_not_found"), 404), (("timeout",), 408), (_POLICY_HINTS, 400),
+    (("invalid_request",), 400),
+)
 
 
 def build_request(body: Mapping[str, Any], upstream_model: str, *, stream: bool) -> dict[str, Any]:
@@ -48,41 +57,48 @@ class ChatDialect:
         return parse_error(status, headers, raw, provider_id)
 
     def check_answer(self, parsed: Any, headers: Mapping[str, str], raw: bytes, provider_id: str) -> None:
-        if isinstance(parsed, dict) and "choices" in parsed:
-            return
-        if isinstance(parsed, dict) and parsed.get("error"):
-            raise parse_error(500, headers, raw, provider_id)
-        raise UpstreamProtocolError(f"{provider_id} answered with JSON that is not a chat completion")
+        if isinstance(parsed, dict) and parsed.get("error") and "choices" not in parsed:
+            error = parsed["error"]
+            raise stream_error(error if isinstance(error, dict) else {"message": str(error)}, provider_id)
+        choices = parsed.get("choices") if isinstance(parsed, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise UpstreamProtocolError(f"{provider_id} answered with JSON that is not a chat completion")
 
     def opens_answer(self, event: bytes, provider_id: str) -> bool:
         return opens_answer(event, provider_id)
 
-    def view(self, response: UpstreamAnswer) -> UpstreamAnswer:
-        return response
+    def view(self, response: UpstreamResponse) -> UpstreamResponse:
+        return response  # already chat completions
 
 
 def opens_answer(event: bytes, provider_id: str) -> bool:
-    """Is this the first event the client may see? Content, a tool call, a finish, usage, or the end."""
+    """Is this the first event the client may see? Content, a tool call, a finish, usage, or the end.
+
+    An error object before any content is classified by its own code/type; a malformed event fails.
+    """
     data = event_data(event)
     if data is None:
         return False
-    if data == DONE:
-        return True
     try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"{provider_id} sent a malformed stream chunk") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamProtocolError(f"{provider_id} sent a stream chunk that is not an object")
-    error = chunk.get("error")
-    if error:
-        raise parse_error(500, {}, data, provider_id)
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if (choice.get("finish_reason") or delta.get("content") or delta.get("tool_calls")
-                or delta.get("reasoning_content") or delta.get("reasoning") or delta.get("refusal")):
-            return True
-    return bool(chunk.get("usage")) and not chunk.get("choices")
+        chunk = interpret(data)
+    except MalformedChunk as exc:
+        raise UpstreamProtocolError(f"{provider_id} sent {exc}") from None
+    if chunk.error is not None:
+        raise stream_error(chunk.error, provider_id)
+    return chunk.opens_answer
+
+
+def stream_error(error: Mapping[str, Any], provider_id: str) -> UpstreamStatusError:
+    """An `error` object sent inside a 200 answer, classified as the HTTP error it stands for."""
+    status = _stream_status(error)
+    message = str(error.get("message") or _reason(status))
+    return UpstreamStatusError(
+        f"{provider_id} reported an error in its answer: {message}",
+        upstream_status=status,
+        upstream_error=dict(error),
+        retry_after=None,
+        error_type=error_type(status, error),
+    )
 
 
 def completion_events(completion: Mapping[str, Any]) -> list[bytes]:
@@ -122,6 +138,8 @@ def parse_error(status: int, headers: Mapping[str, str], raw: bytes, provider_id
 
 def error_type(status: int, error: Mapping[str, Any] | None) -> str:
     """The metrics label for an upstream error status (a closed set)."""
+    if status == 402 or (status == 429 and _has_hint(error, _QUOTA_HINTS[:1])):
+        return "quota"  # out of credit: this target cannot serve until someone pays
     if status == 429:
         return "rate_limited"
     if status in (401, 403):
@@ -160,6 +178,25 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _has_hint(error: Mapping[str, Any] | None, hints: tuple[str, ...]) -> bool:
+    if not error:
+        return False
+    text = " ".join(str(error.get(k) or "") for k in ("code", "type")).lower()
+    return any(hint in text for hint in hints)
+
+
+def _stream_status(error: Mapping[str, Any]) -> int:
+    for key in ("status", "code"):
+        value = error.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+            return value
+    text = " ".join(str(error.get(k) or "") for k in ("code", "type", "message")).lower()
+    for hints, status in _STREAM_STATUS_HINTS:
+        if any(hint in text for hint in hints):
+            return status
+    return 500
 
 
 def _error_object(raw: bytes) -> dict[str, Any] | None:

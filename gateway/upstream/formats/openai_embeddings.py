@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import UpstreamProtocolError, UpstreamStatusError
-from gateway.upstream.formats import UpstreamAnswer, openai_chat
+from gateway.upstream.formats import openai_chat
+from gateway.upstream.response import UpstreamResponse
 
 _PROVIDER_PREFIX = re.compile(r"^.*/")
 
@@ -40,7 +41,7 @@ class EmbeddingsDialect:
     def opens_answer(self, event: bytes, provider_id: str) -> bool:
         raise UpstreamProtocolError(f"{provider_id} answered an embeddings request with a stream")
 
-    def view(self, response: UpstreamAnswer) -> UpstreamAnswer:
+    def view(self, response: UpstreamResponse) -> UpstreamResponse:
         return response
 
 

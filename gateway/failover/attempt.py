@@ -1,0 +1,158 @@
+"""One attempt at one target: send the request, check the answer, and for a stream read up to its
+first content. Returns what was opened, or raises the typed UpstreamError the plan loop classifies.
+
+The timeouts that bound an attempt are its target's, cut short by the request's deadline; when the
+deadline is what cut one short, the error says so (phase "deadline"), because running out of the
+client's time says nothing about the upstream's health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.config.schema import UpstreamLimits
+from gateway.errors import StreamCut, UpstreamProtocolError, UpstreamTimeout
+from gateway.failover.deadline import Deadline
+from gateway.relay.sse import EventSplitter, is_event_stream
+from gateway.routing import Target
+from gateway.upstream import echo
+from gateway.upstream.formats import Dialect, Leg
+from gateway.upstream.formats.openai_chat import CHAT, completion_events
+from gateway.upstream.response import UpstreamResponse
+from gateway.upstream.transport import Transport
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Opened:
+    """An attempt that answered: a whole answer, or a stream read up to its first content."""
+
+    target: Target
+    response: UpstreamResponse
+    body: bytes | None = None
+    parsed: dict[str, Any] | None = None
+    held: list[bytes] = field(default_factory=list)  # events read before the first content, replayed
+    splitter: EventSplitter = field(default_factory=EventSplitter)
+    first_token_at: float | None = None
+
+
+async def attempt(
+    transport: Transport, target: Target, leg: Leg, payload: dict[str, Any], *, stream: bool,
+    deadline: Deadline, first_token: float, limits: UpstreamLimits,
+) -> Opened:
+    """Send `payload` to `target` in the leg's dialect; for a stream, wait at most `first_token` seconds
+    for its first content."""
+    timeouts = target.timeouts
+    dialect = leg.dialect
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise UpstreamTimeout("the request deadline ran out before this attempt", phase="deadline")
+    # One aiohttp timer bounds a whole answer: the response timeout or the deadline.
+    total = min(timeouts.response, remaining)
+    if target.endpoint.wire == "echo":
+        response: UpstreamResponse = echo.answer(payload, dialect.name)
+    elif stream:
+        # Until the first content arrives, only first_token bounds the wait: never the shorter idle.
+        wait = min(timeouts.first_byte, remaining)
+        response = await _deadline_says(
+            transport.send(target.endpoint, payload, connect=timeouts.connect, path=dialect.path,
+                           headers=leg.headers, read=min(first_token, remaining), first_byte=wait),
+            capped=wait < timeouts.first_byte)
+    else:
+        response = await _deadline_says(
+            transport.send(target.endpoint, payload, connect=timeouts.connect, path=dialect.path,
+                           headers=leg.headers, read=total, total=total),
+            capped=total < timeouts.response)
+    try:
+        if response.status >= 400:
+            raw = await _read_whole(response, limits.max_error_bytes, stream, target, deadline)
+            raise dialect.parse_error(response.status, response.headers, raw, target.provider_id)
+        response = dialect.view(response)
+        if stream and is_event_stream(response.headers.get("content-type", "")):
+            return await _first_content(target, dialect, response, deadline, first_token,
+                                        EventSplitter(limits.max_event_bytes))
+        raw = await _deadline_says(_read_whole(response, limits.max_answer_bytes, stream, target, deadline),
+                                   capped=total < timeouts.response)
+        return _whole_answer(target, dialect, response, raw, stream)
+    except BaseException:
+        response.close()
+        raise
+
+
+async def _read_whole(response: UpstreamResponse, limit: int, stream: bool, target: Target,
+                      deadline: Deadline) -> bytes:
+    """A whole body. A stream request's connection has only a read timeout, so bound this read by the
+    response timeout and the deadline here (a non-stream request's aiohttp timer already does)."""
+    if not stream:
+        return await response.read_all(limit)
+    seconds = deadline.cap(target.timeouts.response)
+    try:
+        async with asyncio.timeout(seconds):
+            return await response.read_all(limit)
+    except TimeoutError:
+        raise UpstreamTimeout(f"{target.provider_id} did not finish its answer within {seconds:g}s",
+                              phase="response") from None
+
+
+async def _first_content(target: Target, dialect: Dialect, response: UpstreamResponse, deadline: Deadline,
+                         first_token: float, splitter: EventSplitter) -> Opened:
+    """Read until the first content chunk; everything read so far is held for the relay to replay."""
+    opened = Opened(target, response, splitter=splitter)
+    limit = deadline.cap(first_token)
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                data = await response.read_chunk()
+                if not data:
+                    splitter.end()  # an event over the size limit is malformed, not a cut
+                    raise StreamCut(f"{target.provider_id} ended the stream before any content")
+                events = opened.splitter.feed(data)
+                for event in events:
+                    if dialect.opens_answer(event, target.provider_id):
+                        # Events after the first content one belong to the relay, malformed or not.
+                        opened.held.extend(events)
+                        opened.first_token_at = time.monotonic()
+                        response.set_read_timeout(target.timeouts.idle)
+                        return opened
+                opened.held.extend(events)
+    except TimeoutError:
+        if limit < first_token:
+            raise UpstreamTimeout(f"the request deadline ran out while waiting for {target.provider_id}'s "
+                                  "first token", phase="deadline") from None
+        raise UpstreamTimeout(f"{target.provider_id} sent no content within {limit:g}s",
+                              phase="first_token") from None
+
+
+async def _deadline_says(work: Awaitable[T], *, capped: bool) -> T:
+    """Await `work`; a timeout that fired only because the deadline shortened it is the deadline's."""
+    try:
+        result = await work
+    except UpstreamTimeout as error:
+        if capped:
+            raise UpstreamTimeout(f"the request deadline ran out ({error.message})", phase="deadline") from None
+        raise
+    return result
+
+
+def _whole_answer(target: Target, dialect: Dialect, response: UpstreamResponse, raw: bytes,
+                  stream: bool) -> Opened:
+    raw = target.endpoint.secrets.mask_bytes(raw)
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"{target.provider_id} answered with a body that is not JSON") from None
+    dialect.check_answer(parsed, response.headers, raw, target.provider_id)
+    if stream and dialect.name != CHAT.name:
+        raise UpstreamProtocolError(f"{target.provider_id} answered a stream request with a whole answer")
+    response.release()
+    if stream:
+        # A whole answer to a stream request is still the answer: the client gets it as one stream.
+        return Opened(target, response, held=completion_events(parsed), first_token_at=time.monotonic())
+    return Opened(target, response, body=raw, parsed=parsed)
