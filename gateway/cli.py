@@ -1,4 +1,4 @@
-"""`gateway serve | check | publish`: argument parsing and exit codes, no logic of its own."""
+"""`gateway serve | check | publish | keys | usage`: argument parsing and exit codes, no logic of its own."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--base-url", help="the gateway's public URL (default: publish.base_url, else host:port)")
     publish.add_argument("--format", choices=("openwork", "opencode"), default="openwork")
 
+    from gateway.teams import commands as team_commands
+
+    team_commands.add_parsers(commands, DEFAULT_CONFIG)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "publish":
             return _publish(args)
+        if args.command in ("keys", "usage"):
+            return team_commands.run(args)
         return _check(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

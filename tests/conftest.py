@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -171,7 +172,7 @@ def sse_events(text: str) -> list[str]:
 class GatewayProcess:
     """`gateway serve` as a real subprocess; ready once uvicorn says it is listening."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, *, session: bool = False) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
@@ -179,7 +180,7 @@ class GatewayProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), *args], cwd=ROOT,
             env=dict(os.environ) if env is None else env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
+            text=True, start_new_session=session)  # its own session: kill() reaches every worker
         self.output: list[str] = []
         assert self.process.stdout is not None
         for line in self.process.stdout:  # blocks until the server reports it listens, or exits
@@ -197,6 +198,20 @@ class GatewayProcess:
         for line in self.process.stdout:
             self.output.append(line)
             LOG_LINES.append(line)
+
+    def wait_for_output(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        """Poll the output until `text` appeared `count` times (e.g. every worker's startup line)."""
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in list(self.output)) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"never saw {text!r} x{count}:\n" + "".join(self.output))
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server and every worker at once (needs session=True): a crash, not a shutdown."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self._drain.join(timeout=10)
 
     def stop(self) -> str:
         self.process.terminate()

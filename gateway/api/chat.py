@@ -26,7 +26,7 @@ from gateway.api.accounting import RequestRecord, admit, finish
 from gateway.api.send import new_request_id, send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
-from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
 from gateway.relay.stream import RelayResult
@@ -152,6 +152,8 @@ class Pipeline:
                 error.headers.update(context.ticket.headers)
             if isinstance(error, AllTargetsFailed):
                 context.attempts = sum(1 for a in error.attempts if a.tried)
+            elif isinstance(error, UpstreamError):
+                context.attempts = 1  # an answer the client must see at once (a 400): it reached one upstream
             if not context.responding:
                 await protocol.send_error(send, error, request_id)
         except _ClientGone:
