@@ -28,8 +28,11 @@ class Caller:
     limits: LimitSettings | None = None
     expires_at: float | None = None
 
+    def may_use(self, model: str) -> bool:
+        return self.models is None or self.models.match(model) is not None
+
     def check_model(self, model: str) -> None:
-        if self.models is not None and not self.models.match(model):
+        if not self.may_use(model):
             raise Forbidden(f"The key `{self.name}` may not use the model `{model}`.", param="model")
 
 
@@ -78,6 +81,13 @@ class Authenticator:
         if found.expires_at is not None and self._clock() >= found.expires_at:
             raise Unauthorized(f"The gateway key `{found.name}` has expired.")
         return found
+
+    def is_admin(self, headers: Mapping[str, str]) -> bool:
+        """Whether the request carries one of `auth.admin_keys`."""
+        if not self._admin or _presented_key(headers) is None:
+            return False
+        digest = self._digest_of(headers)
+        return any([hmac.compare_digest(digest, known) for known, _ in self._admin])  # every one compared
 
     def authenticate_admin(self, headers: Mapping[str, str]) -> str:
         """The admin key's name; 401 for no or an unknown key, 403 for an ordinary gateway key."""

@@ -6,7 +6,7 @@ Pure: settings and routes in, a JSON-ready dict out. It reads no credential and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.catalog.schema import Model
@@ -17,7 +17,8 @@ NPM = "@ai-sdk/openai-compatible"
 _FLAGS = ("attachment", "reasoning", "tool_call", "structured_output", "temperature", "open_weights")
 
 
-def provider_json(publish: PublishSettings, router: Router, base_url: str) -> dict[str, Any]:
+def provider_json(publish: PublishSettings, router: Router, base_url: str,
+                  allowed: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """OpenWork's custom provider JSON: every id a client can call, with its catalog metadata."""
     return {
         "id": publish.id,
@@ -26,14 +27,15 @@ def provider_json(publish: PublishSettings, router: Router, base_url: str) -> di
         "env": [publish.env],
         "doc": publish.doc or f"{api_url(base_url)}/models",
         "api": api_url(base_url),
-        "models": [_entry(route) for route in published_routes(publish, router)],
+        "models": [_entry(route) for route in published_routes(publish, router, allowed)],
     }
 
 
-def opencode_json(publish: PublishSettings, router: Router, base_url: str) -> dict[str, Any]:
+def opencode_json(publish: PublishSettings, router: Router, base_url: str,
+                  allowed: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """The same provider for opencode's own config (opencode.json), for solo use of the desktop app."""
     models = {}
-    for route in published_routes(publish, router):
+    for route in published_routes(publish, router, allowed):
         entry = _entry(route)
         limit = {"context": entry["limit"]["context"], "output": entry["limit"]["output"]}
         models[route.id] = {"name": entry["name"], "limit": limit, "tool_call": entry["tool_call"],
@@ -56,11 +58,15 @@ def api_url(base_url: str) -> str:
     return base if base.endswith("/v1") else f"{base}/v1"
 
 
-def published_routes(publish: PublishSettings, router: Router) -> list[Route]:
+def published_routes(publish: PublishSettings, router: Router,
+                     allowed: Callable[[str], bool] | None = None) -> list[Route]:
     """Which ids to publish. `available` (the default) keeps the picker to what can be called now:
-    aliases with a usable target and models of providers whose credentials are set."""
+    aliases with a usable target and models of providers whose credentials are set. `allowed`
+    narrows it to the ids one gateway key may call."""
     chosen = []
     for route in router.routes.values():
+        if allowed is not None and not allowed(route.id):
+            continue
         targets = (*route.targets, *route.fallbacks)
         provider = route.targets[0].provider_id
         if publish.providers is not None and not route.is_alias and provider not in publish.providers:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 
 from gateway import metrics
 from gateway.auth import Authenticator
@@ -26,6 +26,29 @@ from gateway.upstream.transport import Transport
 log = logging.getLogger("gateway")
 
 
+class DocumentCache:
+    """Published documents (/v1/models, the provider JSON) serialised once per runtime and kind of viewer.
+
+    Owned by the Runtime, so a reload starts a fresh one. Bounded, because a key can hold what a
+    client sent (the Host that the provider JSON's URL is built from).
+    """
+
+    __slots__ = ("_entries",)
+    MAX_ENTRIES = 64
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, bytes] = {}
+
+    def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+        body = self._entries.get(key)
+        if body is None:
+            body = build()
+            if len(self._entries) >= self.MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]  # the oldest
+            self._entries[key] = body
+        return body
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
@@ -37,6 +60,7 @@ class Runtime:
     executor: Executor
     limits: LimitsIndex
     teams: Teams | None  # None where nothing is served (publish, check)
+    documents: DocumentCache = field(default_factory=DocumentCache, compare=False)
 
     @classmethod
     def build(

@@ -1,4 +1,8 @@
-"""GET /v1/models and /v1/models/{id}: every routable id in the OpenAI list format, each with its catalog metadata."""
+"""GET /v1/models and /v1/models/{id}: every routable id in the OpenAI list format, each with its catalog metadata.
+
+With gateway keys, only what the caller's key may call is listed (api/listing.py). The serialised
+list is kept per runtime and kind of viewer (Runtime.documents), so a request does not rebuild it.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api import anthropic_models
-from gateway.errors import GatewayError
+from gateway.api.listing import Viewer, viewer
+from gateway.errors import Forbidden, GatewayError
 from gateway.protocols import messages
 from gateway.routing import Route
 from gateway.runtime import Runtime
 
 
-def model_list(runtime: Runtime) -> list[dict[str, Any]]:
-    return [model_entry(route) for route in runtime.router.routes.values()]
+def model_list(runtime: Runtime, who: Viewer, only_available: bool) -> list[dict[str, Any]]:
+    entries = (model_entry(route, with_reason=who.admin) for route in runtime.router.routes.values()
+               if who.may_use(route.id))
+    return [e for e in entries if e["available"] or not only_available]
 
 
-def model_entry(route: Route) -> dict[str, Any]:
+def model_entry(route: Route, *, with_reason: bool) -> dict[str, Any]:
     """One id in OpenAI's model shape, with the catalog's metadata and whether it can be called now."""
     first = route.targets[0]
     available = [t for t in (*route.targets, *route.fallbacks) if t.endpoint.available]
@@ -33,7 +40,7 @@ def model_entry(route: Route) -> dict[str, Any]:
     }
     if route.is_alias:
         entry["targets"] = [t.key for t in (*route.targets, *route.fallbacks)]
-    elif not available:
+    elif not available and with_reason:
         entry["unavailable_reason"] = first.endpoint.unavailable
     return entry
 
@@ -42,35 +49,45 @@ def _available(route: Route) -> bool:
     return any(t.endpoint.available for t in (*route.targets, *route.fallbacks))
 
 
-class ModelsEndpoint:
-    """The full list is serialised once per runtime; `?available=true` lists only callable ids."""
+def _anthropic_error(error: GatewayError) -> Response:
+    return Response(orjson.dumps(messages.error_body(error)), status_code=error.status, media_type="application/json",
+                    headers=error.headers)
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple[int, bool], bytes] = {}
+
+class ModelsEndpoint:
+    """`?available=true` lists only callable ids. A client that sends `anthropic-version` gets Anthropic's shapes."""
 
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime()
         only_available = request.query_params.get("available", "").lower() in ("1", "true", "yes")
         if "anthropic-version" in request.headers:  # an Anthropic client: its list shape, paged
-            routes = [r for r in runtime.router.routes.values() if not only_available or _available(r)]
             try:
+                who = viewer(runtime, request.headers)
+                routes = [r for r in runtime.router.routes.values()
+                          if who.may_use(r.id) and (not only_available or _available(r))]
                 return Response(anthropic_models.page(routes, request.query_params), media_type="application/json")
             except GatewayError as error:
-                return Response(orjson.dumps(messages.error_body(error)), status_code=error.status,
-                                media_type="application/json")
-        key = (id(runtime), only_available)
-        body = self._cache.get(key)
-        if body is None:
-            data = [e for e in model_list(runtime) if e["available"] or not only_available]
-            body = orjson.dumps({"object": "list", "data": data})
-            self._cache = {k: v for k, v in self._cache.items() if k[0] == id(runtime)}
-            self._cache[key] = body
+                return _anthropic_error(error)
+        who = viewer(runtime, request.headers)
+        body = runtime.documents.get(
+            ("models", who.cache_key, only_available),
+            lambda: orjson.dumps({"object": "list", "data": model_list(runtime, who, only_available)}))
         return Response(body, media_type="application/json")
 
     async def handle_one(self, request: Request) -> Response:
         """GET /v1/models/{id}: ids may hold slashes (`openrouter/openai/gpt-5`); unknown ids are a 404."""
         runtime: Runtime = request.app.state.runtime()
-        route = runtime.router.route(request.path_params["model_id"])
-        if "anthropic-version" in request.headers:
+        anthropic = "anthropic-version" in request.headers
+        try:
+            who = viewer(runtime, request.headers)
+            model_id = request.path_params["model_id"]
+            if not who.may_use(model_id):
+                raise Forbidden(f"This key may not use the model `{model_id}`.", param="model")
+            route = runtime.router.route(model_id)
+        except GatewayError as error:
+            if anthropic:
+                return _anthropic_error(error)
+            raise
+        if anthropic:
             return Response(orjson.dumps(anthropic_models.model_object(route)), media_type="application/json")
-        return Response(orjson.dumps(model_entry(route)), media_type="application/json")
+        return Response(orjson.dumps(model_entry(route, with_reason=who.admin)), media_type="application/json")

@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import ipaddress
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from gateway import publish
+from gateway.api.listing import viewer
 from gateway.errors import BadRequest
 from gateway.runtime import Runtime
 
+_BUILDERS = {"openwork": publish.provider_json, "opencode": publish.opencode_json}
 
-async def provider_json(request: Request) -> JSONResponse:
+
+async def provider_json(request: Request) -> Response:
+    """With gateway keys, only for a key, listing what that key may call; built once per runtime and key kind."""
     runtime: Runtime = request.app.state.runtime()
+    who = viewer(runtime, request.headers)
     settings = runtime.settings
-    base_url = settings.publish.base_url or public_url(request, settings.server.trusted_proxies)
     kind = request.query_params.get("format", "openwork")
-    if kind == "openwork":
-        return JSONResponse(publish.provider_json(settings.publish, runtime.router, base_url))
-    if kind == "opencode":
-        return JSONResponse(publish.opencode_json(settings.publish, runtime.router, base_url))
-    raise BadRequest("`format` must be `openwork` or `opencode`.", param="format")
+    build = _BUILDERS.get(kind)
+    if build is None:
+        raise BadRequest("`format` must be `openwork` or `opencode`.", param="format")
+    base_url = settings.publish.base_url or public_url(request, settings.server.trusted_proxies)
+    body = runtime.documents.get(
+        ("provider.json", kind, who.cache_key, base_url),
+        lambda: orjson.dumps(build(settings.publish, runtime.router, base_url, who.may_use)))
+    return Response(body, media_type="application/json")
 
 
 def public_url(request: Request, trusted: tuple[str, ...]) -> str:

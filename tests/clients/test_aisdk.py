@@ -39,7 +39,7 @@ async def test_ai_sdk_generate_stream_and_tool_call(start_gateway: GatewayFactor
         {"auth": {"keys": [{"name": "openwork", "key": "${AISDK_GATEWAY_KEY}"}]},
          "publish": {"id": "acme", "name": "Acme Gateway", "env": "ACME_GATEWAY_API_KEY"}},
         environ={"AISDK_GATEWAY_KEY": KEY})
-    published = (await gw.client.get("/openwork/provider.json")).json()
+    published = (await gw.client.get("/openwork/provider.json", headers={"authorization": f"Bearer {KEY}"})).json()
     assert published["env"] == ["ACME_GATEWAY_API_KEY"] and published["api"] == f"{gw.base_url}/v1"
     path = tmp_path / "provider.json"
     path.write_text(json.dumps(published))
