@@ -320,3 +320,30 @@ async def test_models_in_anthropic_shape_with_pages(start_gateway: GatewayFactor
         assert [m["id"] for m in back["data"]] == ids[:1]
         bad = await gw.client.get("/v1/models?limit=0", headers=HEADERS)
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+# ---------------------------------------------------------------- limits, budgets and the ledger apply here too
+
+
+async def test_rate_limit_and_ledger_apply_to_messages(start_gateway: GatewayFactory) -> None:
+    import sqlite3
+
+    async with FakeUpstream() as anth, FakeUpstream() as oai:
+        anth.default = MessagesApi()
+        keys = [{"name": "team", "key": "${GW_KEY}", "limits": {"rpm": 2}}]
+        gw = await gateway_for(start_gateway, anth, oai, auth={"keys": keys})
+        body = {"model": "anth/claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+        first = await gw.client.post("/v1/messages", json=body, headers=HEADERS)
+        second = await gw.client.post("/v1/messages", json={**body, "model": "oai/gpt-x", "stream": True},
+                                      headers=HEADERS)
+        third = await gw.client.post("/v1/messages", json=body, headers=HEADERS)
+        assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+        assert third.json()["type"] == "error" and third.json()["error"]["type"] == "rate_limit_error"
+        assert int(third.headers["retry-after"]) >= 1
+        assert len(anth.received) == 1
+        await gw.app.teams.flush()
+        path = gw.app.runtime.settings.state.path
+        assert path is not None
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT model, status, input_tokens, output_tokens FROM ledger ORDER BY id").fetchall()
+        assert rows == [("anth/claude-x", 200, 10, 7), ("oai/gpt-x", 200, 5, 3), ("anth/claude-x", 429, 0, 0)]
