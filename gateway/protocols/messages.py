@@ -21,7 +21,9 @@ _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool
 _EFFORTS = ((2048, "low"), (8192, "medium"))  # thinking budget below this -> reasoning_effort
 
 # Messages fields with no chat counterpart: refused (README lists them).
-_REFUSED = frozenset({"top_k", "container", "mcp_servers", "context_management", "service_tier"})
+_REFUSED = frozenset({"top_k", "container", "mcp_servers", "service_tier"})
+# Dropped: context editing only trims what the model would otherwise see in full (Claude Code sends it).
+_DROPPED = frozenset({"context_management"})
 _HANDLED = frozenset({"model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature",
                       "top_p", "tools", "tool_choice", "thinking", "metadata", "output_config"})
 
@@ -32,7 +34,7 @@ _HANDLED = frozenset({"model", "messages", "system", "max_tokens", "stop_sequenc
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """A validated Messages request as a chat request; what chat cannot express is a BadRequest naming it."""
     for key in body:
-        if key not in _HANDLED:
+        if key not in _HANDLED and key not in _DROPPED:
             reason = "has no equivalent in chat completions" if key in _REFUSED else "is not a Messages field"
             raise BadRequest(f"`{key}` {reason}, which the target of this model speaks; remove it.", param=key)
     max_tokens = body.get("max_tokens")

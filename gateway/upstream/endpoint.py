@@ -64,7 +64,7 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
     if key is None and key_vars:
         missing.append(" or ".join(key_vars))
     if missing:
-        return _unusable(provider, f"credentials not set: {', '.join(missing)}", missing=tuple(missing))
+        return _unusable(provider, f"credentials not set: {', '.join(missing)}", missing=tuple(missing), wire=wire)
 
     base = _URL_VAR.sub(lambda m: environ[m.group(1)], base).rstrip("/")
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
@@ -83,5 +83,6 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
     return Endpoint(provider.id, wire, base, headers, secrets=secrets, responses_api=responses_api)
 
 
-def _unusable(provider: Provider, reason: str, missing: tuple[str, ...] = ()) -> Endpoint:
-    return Endpoint(provider.id, wire_format(provider.npm), "", {}, unavailable=reason, missing_env=missing)
+def _unusable(provider: Provider, reason: str, missing: tuple[str, ...] = (),
+              wire: WireFormat | None = None) -> Endpoint:
+    return Endpoint(provider.id, wire or wire_format(provider.npm), "", {}, unavailable=reason, missing_env=missing)

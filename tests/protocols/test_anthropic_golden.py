@@ -150,7 +150,7 @@ def test_neutral_chat_fields_are_dropped(field: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "param"), [
-    ("top_k", 5, "top_k"), ("context_management", {"edits": []}, "context_management"),
+    ("top_k", 5, "top_k"), ("container", "container_1", "container"),
     ("tools", [{"type": "web_search_20250305", "name": "web_search"}], "tools[0]"),
     ("output_config", {"task_budget": 3}, "output_config.task_budget"), ("mystery", 1, "mystery"),
 ])
@@ -168,3 +168,9 @@ def test_reasoning_budget_stays_below_max_tokens() -> None:
     assert built["thinking"] == {"type": "enabled", "budget_tokens": 4999}
     assert "thinking" not in anthropic_messages.build_request({**body, "reasoning_effort": "none"}, "c",
                                                               stream=False, max_output=1)
+
+
+def test_context_management_is_dropped_for_chat_targets() -> None:
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+            "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}
+    assert "context_management" not in messages.to_chat(body)
