@@ -105,10 +105,12 @@ async def _keys(args: argparse.Namespace, store: StateStore, config_names: set[s
         return 0
     if args.action == "show":
         from gateway.catalog import load_catalog
+        from gateway.failover.health import Health
         from gateway.runtime import Runtime
         from gateway.upstream.transport import Transport
 
-        router = Runtime.build(settings, load_catalog(settings.catalog), Transport()).router
+        catalog = load_catalog(settings.catalog)
+        router = Runtime.build(settings, catalog, Transport(), Health(settings.breaker)).router
         _print_json(await manage.show(store, args.name, now, router))
         return 0
     rows = [manage.describe(r, now) for r in await store.keys.list_keys()]
