@@ -143,7 +143,7 @@ class Pipeline:
             for other in others if isinstance(others, list) else ():
                 if isinstance(other, str):
                     caller.check_model(other)
-            watched = _Watched(receive)
+            watched = _Watched(receive, at_once=protocol.streams(body))
             await watched.run(self._complete(runtime, caller, body, len(raw), headers, context, send, watched))
         except GatewayError as error:
             context.status = error.status
@@ -218,20 +218,23 @@ class _ClientGone(Exception):
 class _Watched:
     """Runs the request while listening for the client's disconnect; a disconnect cancels the work.
 
-    The listener is a task, armed only once the request has run for `ARM_AFTER` seconds: most
-    whole answers from a fast upstream are done before that, and a task per request (created,
-    then cancelled) was a tenth of the gateway's own CPU per request at moderate load. A client
-    that leaves earlier is still noticed (uvicorn keeps the disconnect for the next receive()),
-    at most `ARM_AFTER` late. Once the last bytes are being sent (`finishing`), the server's own
-    end-of-response signal on receive() must not be mistaken for the client leaving.
+    The listener is a task. For a stream it starts at once (a stream's slot, e.g. a concurrency
+    limit, must be given back the moment its client leaves). For a whole answer it is armed only
+    once the request has run for `ARM_AFTER` seconds: most whole answers from a fast upstream are
+    done before that, and a task per request (created, then cancelled) was a tenth of the gateway's
+    own CPU per request at moderate load; a client that leaves earlier is still noticed (uvicorn
+    keeps the disconnect for the next receive()), at most `ARM_AFTER` late. Once the last bytes
+    are being sent (`finishing`), the server's own end-of-response signal on receive() must not be
+    mistaken for the client leaving.
     """
 
     ARM_AFTER = 0.05
 
-    __slots__ = ("_gone", "_receive", "_task", "_watcher", "finishing")
+    __slots__ = ("_at_once", "_gone", "_receive", "_task", "_watcher", "finishing")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, *, at_once: bool) -> None:
         self._receive = receive
+        self._at_once = at_once
         self._gone = False
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -240,7 +243,11 @@ class _Watched:
     async def run(self, work: Any) -> None:
         task = self._task = asyncio.current_task()
         assert task is not None
-        timer = task.get_loop().call_later(self.ARM_AFTER, self._arm)
+        timer = None
+        if self._at_once:
+            self._arm()
+        else:
+            timer = task.get_loop().call_later(self.ARM_AFTER, self._arm)
         try:
             await work
         except asyncio.CancelledError:
@@ -249,7 +256,8 @@ class _Watched:
                 raise _ClientGone from None
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if self._watcher is not None:
                 self._watcher.cancel()
 
