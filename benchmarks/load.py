@@ -52,7 +52,12 @@ class Target:
             if self.wire == "openai":
                 # include_usage on direct calls too: the gateway forces it upstream, so both ask for the same work.
                 payload["stream_options"] = {"include_usage": True}
-            payload |= {"bench_chunks": chunks, "bench_interval_ms": interval_ms}
+            if self.wire == "anthropic":
+                # /v1/messages refuses fields it cannot translate to chat: carry the knobs in a real field
+                # (metadata.user_id becomes chat's `user`, which the fake upstream reads them from).
+                payload["metadata"] = {"user_id": f"bench:{chunks}:{interval_ms:g}"}
+            else:
+                payload |= {"bench_chunks": chunks, "bench_interval_ms": interval_ms}
         return orjson.dumps(payload)
 
     def request_headers(self) -> dict[str, str]:

@@ -158,6 +158,10 @@ class _Protocol(asyncio.Protocol):
             if not keep_alive:
                 transport.close()
             return
+        user = request.get("user")
+        if isinstance(user, str) and user.startswith("bench:"):  # from /v1/messages' metadata.user_id
+            _, given_chunks, given_interval = user.split(":")
+            request |= {"bench_chunks": int(given_chunks), "bench_interval_ms": float(given_interval)}
         chunks = int(self._headers.get(b"x-bench-chunks", request.get("bench_chunks", 50)))
         interval = float(self._headers.get(b"x-bench-interval-ms", request.get("bench_interval_ms", 0))) / 1000
         options = request.get("stream_options")
