@@ -87,6 +87,9 @@ RELOAD_OK = _Spec("gateway_config_last_reload_success", "gauge", "1 if the last 
                   multiprocess_mode="livemin", unit="1 or 0")
 RELOAD_TIME = _Spec("gateway_config_last_reload_timestamp_seconds", "gauge", "When the config was last loaded.",
                     multiprocess_mode="livemax", unit="Unix seconds")
+REFUSED = _Spec("gateway_connections_refused_total", "counter",
+                "Client connections the gateway closed for breaking a bound: header_too_large, header_timeout, "
+                "body_timeout, too_many_connections.", ("reason",), unit="connections")
 BUILD = _Spec("gateway_build_info", "gauge", "Gateway version and Python; always 1.", ("version", "python"),
               multiprocess_mode="livemax", unit="always 1")
 KEY_SPEND = _Spec("gateway_key_spend_usd_total", "counter", "Spend in USD at catalog prices, per gateway key name.",
@@ -102,8 +105,8 @@ KEY_BUDGET_SOFT = _Spec("gateway_key_budget_soft_ratio", "gauge",
                         "A key's soft budget threshold (limits.soft_ratio, default 0.8), for alerting.", ("key",),
                         multiprocess_mode="livemax", unit="ratio")
 SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, CIRCUIT,
-         ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, BUILD, KEY_SPEND, KEY_REFUSED, KEY_BUDGET_USED,
-         KEY_BUDGET_SOFT)
+         ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, REFUSED, BUILD, KEY_SPEND, KEY_REFUSED,
+         KEY_BUDGET_USED, KEY_BUDGET_SOFT)
 
 # (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
 METRICS_DOC: list[tuple[str, str, str, str, str]] = [
@@ -260,6 +263,10 @@ def config_loaded(success: bool, *, reload: bool) -> None:
     _set(RELOAD_OK, (), 1 if success else 0)
     if success:
         _set(RELOAD_TIME, (), time.time())
+
+
+def connection_refused(reason: str) -> None:
+    _inc(REFUSED, (reason,))
 
 
 def set_build_info(version: str) -> None:

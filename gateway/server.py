@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import shutil
 import tempfile
+from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from gateway import metrics
 from gateway.config import Settings, load_settings
+from gateway.connections import BoundedHttpProtocol
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
@@ -43,15 +48,25 @@ def check_bind(settings: Settings, host: str) -> str:
     )
 
 
+def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+    """The one uvicorn Config every server of the gateway runs with (workers and tests included): uvloop,
+    the bounded httptools protocol (gateway/connections.py) carrying `settings.server`'s limits."""
+    options: dict[str, Any] = {
+        "host": host, "port": port, "loop": "uvloop", "http": BoundedHttpProtocol, "access_log": False,
+        "log_level": "info", "lifespan": "on", "timeout_graceful_shutdown": 30, "server_header": False,
+        **overrides}
+    config = uvicorn.Config(app, **options)
+    config.gateway_limits = settings.server  # type: ignore[attr-defined]  # read by BoundedHttpProtocol
+    return config
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     log.info("gateway on http://%s:%d (%s)", host, port, check_bind(settings, host))
-    common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "access_log": False,
-              "log_level": "info", "lifespan": "on", "timeout_graceful_shutdown": 30,
-              "server_header": False}
+    raise_file_limit(settings.server.max_connections)
     if workers == 1:
         from gateway.app import build_app
 
-        uvicorn.run(build_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn_config(build_app(settings), settings, host=host, port=port)).run()
         return
     # Several processes: each worker builds its own app from the same file, and metrics are
     # aggregated through prometheus-client's multiprocess directory.
@@ -59,9 +74,26 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     directory = tempfile.mkdtemp(prefix="gateway-metrics-")
     metrics.setup_multiprocess(directory)
     try:
-        uvicorn.run("gateway.server:worker_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        config = uvicorn_config("gateway.server:worker_app", settings, host=host, port=port, factory=True,
+                                workers=workers)
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def raise_file_limit(max_connections: int) -> None:
+    """Each client connection may hold an upstream one too: lift the soft open-file limit to the hard
+    one, and say so when even that is too low for `server.max_connections`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    needed = 2 * max_connections + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("open-file limit %d is below the %d that server.max_connections=%d may need; lower it or "
+                    "raise the limit (ulimit -n)", soft, needed, max_connections)
 
 
 def worker_app() -> object:

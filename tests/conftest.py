@@ -21,6 +21,7 @@ import uvicorn
 
 from gateway.app import Gateway, build_app
 from gateway.config.load import parse_settings
+from gateway.server import uvicorn_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,8 +138,8 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
-        uv_config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-                                   http="httptools", access_log=False)
+        uv_config = uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
+                                   timeout_graceful_shutdown=None)
         uv_config.load()
         server = uvicorn.Server(uv_config)
         server.lifespan = uv_config.lifespan_class(uv_config)

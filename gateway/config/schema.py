@@ -142,6 +142,10 @@ class ServerSettings(_Strict):
     port: int = Field(4000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line and headers; over it: 431")
+    header_timeout: float = Field(10.0, gt=0, description="seconds to receive a request's head; then 408")
+    body_timeout: float = Field(60.0, gt=0, description="seconds to receive a request's body; then 408")
+    max_connections: int = Field(2048, ge=1, description="open client connections; beyond it: 503")
     trusted_proxies: tuple[str, ...] = ()
     access_log: bool = False
 
