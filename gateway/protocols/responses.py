@@ -230,7 +230,7 @@ def _message(item: Mapping[str, Any], where: str, out: list[dict[str, Any]], rea
     if role in ("system", "developer"):
         out.append({"role": "system", "content": _plain_text(content, where)})
     elif role == "user":
-        out.append({"role": "user", "content": _user_content(content, where)})
+        out.append({"role": "user", "content": _collapsed(_user_content(content, where))})
     elif role == "assistant":
         message: dict[str, Any] = {"role": "assistant", "content": _plain_text(content, where)}
         if reasoning:
@@ -289,11 +289,15 @@ def _tool_output(output: Any, where: str) -> str | list[dict[str, Any]]:
     if isinstance(output, str):
         return output
     if isinstance(output, list):
-        content = _user_content(output, f"{where}.output")
-        if isinstance(content, list) and all(p["type"] == "text" for p in content):
-            return "".join(p["text"] for p in content)
-        return content
+        return _collapsed(_user_content(output, f"{where}.output"))
     return orjson.dumps(output).decode()
+
+
+def _collapsed(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text-only parts as one string: the form every chat server accepts (some take no part lists)."""
+    if isinstance(content, list) and all(p["type"] == "text" for p in content):
+        return "".join(p["text"] for p in content)
+    return content
 
 
 def _reasoning_text(item: Mapping[str, Any]) -> list[str]:
@@ -370,9 +374,10 @@ def to_response(completion: Mapping[str, Any], request: Mapping[str, Any], *, id
     thought = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(thought, str) and thought:
         output.append(_reasoning_item(ids("rs"), thought))
+    finish = choice.get("finish_reason")
     text = message.get("content")
     if isinstance(text, str) and text:
-        output.append(_message_item(ids("msg"), text, "completed"))
+        output.append(_message_item(ids("msg"), text, "incomplete" if finish in _FINISH else "completed"))
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         output.append({"id": ids("msg"), "type": "message", "status": "completed", "role": "assistant",
@@ -381,7 +386,6 @@ def to_response(completion: Mapping[str, Any], request: Mapping[str, Any], *, id
         function = call.get("function") or {}
         output.append(_call_item(ids("fc"), str(call.get("id") or ids("call")), str(function.get("name") or ""),
                                  str(function.get("arguments") or ""), "completed", names))
-    finish = choice.get("finish_reason")
     status = "incomplete" if finish in _FINISH else "completed"
     return response_object(request, response_id=ids("resp"), created_at=int(completion.get("created") or now()),
                            model=str(completion.get("model") or request.get("model")), status=status, output=output,
@@ -558,7 +562,7 @@ class StreamTranslator:
         index, text = state["_index"], state["_text"]
         where = {"item_id": state["id"], "output_index": index, "content_index": 0}
         if state["type"] == "message":
-            item = _message_item(state["id"], text, "completed")
+            item = _message_item(state["id"], text, "incomplete" if self._finish in _FINISH else "completed")
             part = item["content"][0]
             out.append(self._event({"type": "response.output_text.done", **where, "text": text, "logprobs": []}))
         else:
