@@ -114,6 +114,16 @@ METRICS_DOC: list[tuple[str, str, str, str, str]] = [
 ]
 
 
+# Labels come only from ids the gateway knows, so this is a second line of defence: past this many
+# series in one metric, new label sets are counted under OTHER instead of growing the scrape.
+MAX_SERIES = 5000
+OTHER = "other"
+
+
+def _capped(series: int, labels: tuple[str, ...]) -> tuple[str, ...]:
+    return labels if series < MAX_SERIES else (OTHER,) * len(labels)
+
+
 class _Local(Collector):
     """One process: values in plain dicts, turned into metric families only when scraped."""
 
@@ -125,15 +135,26 @@ class _Local(Collector):
 
     def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
         values = self.values[spec]
-        values[labels] = values.get(labels, 0.0) + amount
+        current = values.get(labels)
+        if current is None:
+            labels = _capped(len(values), labels)
+            current = values.get(labels, 0.0)
+        values[labels] = current + amount
 
     def set(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
-        self.values[spec][labels] = value
+        values = self.values[spec]
+        if labels not in values:
+            labels = _capped(len(values), labels)
+        values[labels] = value
 
     def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
-        counts = self.histograms[spec].get(labels)
+        series = self.histograms[spec]
+        counts = series.get(labels)
         if counts is None:
-            counts = self.histograms[spec][labels] = [0.0] * (len(spec.buckets) + 2)
+            labels = _capped(len(series), labels)
+            counts = series.get(labels)
+        if counts is None:
+            counts = series[labels] = [0.0] * (len(spec.buckets) + 2)
         counts[bisect_left(spec.buckets, value)] += 1
         counts[-1] += value
 
@@ -170,12 +191,17 @@ class _Shared:
                 self._metrics[spec] = Gauge(spec.name, spec.help, spec.labels,
                                             multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
         self._children: dict[tuple[_Spec, tuple[str, ...]], Any] = {}
+        self._series: dict[_Spec, int] = dict.fromkeys(SPECS, 0)
 
     def _child(self, spec: _Spec, labels: tuple[str, ...]) -> Any:
         child = self._children.get((spec, labels))
         if child is None:
-            metric = self._metrics[spec]
-            child = self._children[(spec, labels)] = metric.labels(*labels) if labels else metric
+            capped = _capped(self._series[spec], labels)
+            child = self._children.get((spec, capped))
+            if child is None:
+                metric = self._metrics[spec]
+                child = self._children[(spec, capped)] = metric.labels(*capped) if capped else metric
+                self._series[spec] += 1
         return child
 
     def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:

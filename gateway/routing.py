@@ -62,7 +62,7 @@ class Route:
 class Plan:
     """The ordered targets to try for one request, and the deadline that bounds them all."""
 
-    model: str
+    model: str  # the known id it was resolved from (with a client `models` list, the list's first)
     targets: tuple[Target, ...]
     total: float
 
@@ -136,7 +136,9 @@ class Router:
             for route in routes:
                 for target in self._order(route):
                     ordered.setdefault(target.key, target)
-            return Plan(model, tuple(ordered.values()), routes[0].total)
+            # The client's `model` was not resolved, so it names nothing: the plan goes by the first id
+            # of its list, a known one (metrics label it, messages quote it).
+            return Plan(routes[0].id, tuple(ordered.values()), routes[0].total)
         route = self.route(model)
         return Plan(model, self._order(route), route.total)
 

@@ -89,3 +89,32 @@ def test_two_workers_report_totals_that_add_up() -> None:
             assert value(found, "gateway_requests_total", model="echo/echo", provider="echo", status="200") == 200
     finally:
         server.stop()
+
+
+async def test_a_client_chosen_model_string_never_becomes_a_label(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway({})
+    ask = {"messages": [{"role": "user", "content": "hi"}], "models": ["echo/echo"]}
+    before = len(samples((await gw.client.get("/metrics")).text))
+    for index in range(200):
+        response = await gw.chat({**ask, "model": f"junk-{index}", "stream": index % 2 == 0})
+        assert response.status_code == 200
+    text = (await gw.client.get("/metrics")).text
+    assert "junk" not in text
+    found = samples(text)
+    assert value(found, "gateway_requests_total", model="echo/echo", provider="echo", status="200") >= 200
+    assert len(found) - before < 150, f"200 distinct model strings added {len(found) - before} series"
+
+
+def test_series_per_metric_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import metrics
+
+    monkeypatch.setattr(metrics, "MAX_SERIES", 50)
+    local = metrics._Local()
+    for index in range(200):
+        local.inc(metrics.REQUESTS, (f"junk-{index}", "echo", "200"))
+        local.set(metrics.IN_FLIGHT, (f"junk-{index}",), 1)
+        local.observe(metrics.DURATION, (f"junk-{index}", "echo"), 0.5)
+    assert len(local.values[metrics.REQUESTS]) == 51 and len(local.values[metrics.IN_FLIGHT]) == 51
+    assert len(local.histograms[metrics.DURATION]) == 51
+    assert local.values[metrics.REQUESTS][("other", "other", "other")] == 150, "nothing is lost, only pooled"
+    assert local.histograms[metrics.DURATION][("other", "other")][-1] == 150 * 0.5

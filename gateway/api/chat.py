@@ -174,7 +174,7 @@ class Pipeline:
     ) -> None:
         protocol = self._protocol
         plan = protocol.plan(runtime, body)
-        context.label = context.model  # a known id from here on: safe as a metrics label
+        context.label = plan.model  # a resolved, known id: safe as a metrics label
         await admit(runtime, context, caller, body, plan)
         deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
         stream = protocol.streams(body)
