@@ -347,3 +347,43 @@ async def test_rate_limit_and_ledger_apply_to_messages(start_gateway: GatewayFac
         with sqlite3.connect(path) as db:
             rows = db.execute("SELECT model, status, input_tokens, output_tokens FROM ledger ORDER BY id").fetchall()
         assert rows == [("anth/claude-x", 200, 10, 7), ("oai/gpt-x", 200, 5, 3), ("anth/claude-x", 429, 0, 0)]
+
+
+# ---------------------------------------------------------------- edges of the stream rules
+
+
+async def test_client_leaving_a_pass_through_stream_drops_the_upstream(start_gateway: GatewayFactory) -> None:
+    import httpx
+
+    from tests.fakes.upstream import _Stream, stall
+
+    async with FakeUpstream() as anth:
+        head = golden("text")["messages_stream"][:4]  # message_start .. the first text delta
+        anth.script(_Stream([event(kind, body) for kind, body in head] + [stall()], done=False))
+        gw = await gateway_for(start_gateway, anth, timeouts={"idle": 30, "total": 60})
+        async with (
+            httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client,
+            client.stream("POST", "/v1/messages", json={**PASS_BODY, "stream": True}, headers=HEADERS) as response,
+        ):
+            received = b""
+            async for piece in response.aiter_bytes():
+                received += piece
+                if b"text_delta" in received:
+                    break
+        await anth.wait_disconnect(timeout=5)
+        assert anth.disconnects == 1
+
+
+async def test_error_event_before_content_fails_over(start_gateway: GatewayFactory) -> None:
+    async with FakeUpstream() as anth, FakeUpstream() as oai:
+        start = golden("text")["messages_stream"][0]
+        anth.default = transcript([start, golden("errors")["stream_error"]])
+        gw = await gateway_for(start_gateway, anth, oai,
+                               models={"claude": {"targets": ["anth/claude-x"], "fallbacks": ["oai/gpt-x"]}})
+        body = {"model": "claude", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        response = await gw.client.post("/v1/messages", json=body, headers=HEADERS)
+        assert response.headers["x-gateway-model"] == "oai/gpt-x"
+        events = messages_events(response.content)
+        assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+        assert "error" not in [kind for kind, _ in events], "nothing of the failed attempt reaches the client"
+
