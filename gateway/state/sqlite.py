@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,9 @@ T = TypeVar("T")
 _LEDGER_COLUMNS = tuple(LedgerRow.__dataclass_fields__)
 _INSERT_ROW = (f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) "
                f"VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
+# A row's values in column order, read in C: dataclasses.asdict deep-copies every field and was a
+# fifth of the gateway's CPU per request.
+_ROW_VALUES = operator.attrgetter(*_LEDGER_COLUMNS)
 _GROUPS = {
     "key": "key",
     "model": "model",
@@ -175,7 +179,7 @@ class SQLiteStore:
 
     async def append(self, rows: Sequence[LedgerRow]) -> None:
         if rows:
-            await self._in_background(self._append, [tuple(asdict(r).values()) for r in rows])
+            await self._in_background(self._append, [_ROW_VALUES(r) for r in rows])
 
     def _append(self, values: list[tuple[Any, ...]]) -> None:
         with _write(self._background_db) as db:
