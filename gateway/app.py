@@ -3,6 +3,7 @@
 The chat endpoint is dispatched before Starlette's router (it is the hot path and a raw ASGI app);
 every other route goes through Starlette. A reload (SIGHUP, or Gateway.reload) builds a new Runtime
 from the config file and swaps it in only if it is valid; requests in flight finish on the old one.
+Signals are handled in gateway/server.py, which calls reload() and drives `drain`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -31,6 +31,7 @@ from gateway.api.models import ModelsEndpoint
 from gateway.api.responses import ResponsesProtocol
 from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
+from gateway.drain import Drain
 from gateway.errors import ConfigError, GatewayError
 from gateway.failover.health import Clock, Health
 from gateway.runtime import Runtime
@@ -49,15 +50,16 @@ class Gateway:
                  clock: Clock = time.monotonic) -> None:
         self._environ = environ
         self.transport = Transport()
+        self.drain = Drain()
         self.teams = Teams(settings.state)
         # Circuits and latencies are about the upstreams, not the config: they outlive a reload.
         self.health = Health(settings.breaker, clock)
         self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self.health, environ,
                                      self.teams)
-        self._chat = Pipeline(self.current, ChatProtocol())
-        self._embeddings = Pipeline(self.current, EmbeddingsProtocol())
-        self._messages = Pipeline(self.current, MessagesProtocol())
-        self._responses = Pipeline(self.current, ResponsesProtocol())
+        self._chat = Pipeline(self.current, ChatProtocol(), self.drain)
+        self._embeddings = Pipeline(self.current, EmbeddingsProtocol(), self.drain)
+        self._messages = Pipeline(self.current, MessagesProtocol(), self.drain)
+        self._responses = Pipeline(self.current, ResponsesProtocol(), self.drain)
         models = ModelsEndpoint()
         self._starlette = Starlette(
             routes=[
@@ -79,6 +81,7 @@ class Gateway:
         )
         self._starlette.state.runtime = self.current
         self._starlette.state.health = self.health
+        self._starlette.state.drain = self.drain
         metrics.set_build_info(__version__)
         metrics.config_loaded(True, reload=False)
 
@@ -127,13 +130,14 @@ class Gateway:
         # The catalog and routes are thousands of long-lived objects: keep the cyclic GC from walking
         # them again and again under load.
         gc.freeze()
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         ticker = asyncio.get_running_loop().create_task(self._tick_circuits())
         try:
             yield
         finally:
-            await self.teams.stop()  # the last settlements and ledger rows are written before exit
+            # The server waited for the requests in flight (or the drain ended them): now the flush
+            # hooks run, then the last settlements and ledger rows are written, before exit.
+            await self.drain.flush()
+            await self.teams.stop()
             ticker.cancel()
             await self.transport.close()
             metrics.worker_exit()

@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     team_commands.add_parsers(commands, DEFAULT_CONFIG)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging()
     try:
         if args.command == "serve":
             return _serve(args)
@@ -51,15 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def configure_logging() -> None:
+    """Log lines to stderr; every worker process calls this too."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gateway.config import load_settings
     from gateway.server import serve
 
     settings = load_settings(args.config)
     server = settings.server
-    serve(settings, host=args.host or server.host, port=args.port if args.port is not None else server.port,
-          workers=args.workers or server.workers)
-    return 0
+    return serve(settings, host=args.host or server.host,
+                 port=args.port if args.port is not None else server.port, workers=args.workers or server.workers)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -1,18 +1,38 @@
-"""Run the gateway under uvicorn (uvloop, httptools), refusing an open bind without gateway keys."""
+"""Run the gateway under uvicorn (uvloop, httptools): one process, or a supervisor and N workers.
+
+Every signal the gateway answers is handled here and nowhere else:
+- SIGTERM / SIGINT: graceful drain (gateway/drain.py). Readiness turns 503 at once, the listener
+  closes after `server.drain_delay`, requests in flight finish until `server.drain_timeout`, then
+  the rest end with `gateway_shutting_down`; flush hooks run; exit code 0. A second signal stops
+  waiting: what still runs is ended at once.
+- SIGHUP: reload the config in place (Gateway.reload); a refused config keeps the running one.
+With `server.workers: N` the supervisor binds the socket, starts N workers sharing it, forwards
+SIGTERM/SIGINT/SIGHUP to every worker (each drains or reloads itself; no rolling restart), restarts a
+worker that dies while serving, and exits 0 once all of them drained cleanly.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 import shutil
+import signal
+import socket
+import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
 from gateway import metrics
 from gateway.config import Settings, load_settings
@@ -21,7 +41,10 @@ from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
 
-_CONFIG_ENV = "GATEWAY_CONFIG"
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STARTUP_FAILURE = 3  # a worker that could not start: restarting it would fail the same way
+# uvicorn's own cancel of connections left after the drain is a last resort: our cut comes first.
+_CUT_MARGIN = 5.0
 
 
 def is_loopback(host: str) -> bool:
@@ -53,31 +76,35 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **over
     the bounded httptools protocol (gateway/connections.py) carrying `settings.server`'s limits."""
     options: dict[str, Any] = {
         "host": host, "port": port, "loop": "uvloop", "http": BoundedHttpProtocol, "access_log": False,
-        "log_level": "info", "lifespan": "on", "timeout_graceful_shutdown": 30, "server_header": False,
-        **overrides}
+        "log_level": "info", "lifespan": "on", "server_header": False,
+        "timeout_graceful_shutdown": _graceful_timeout(settings), **overrides}
     config = uvicorn.Config(app, **options)
     config.gateway_limits = settings.server  # type: ignore[attr-defined]  # read by BoundedHttpProtocol
     return config
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
+def _graceful_timeout(settings: Settings) -> float:
+    server = settings.server
+    return max(server.drain_timeout - server.drain_delay, 0.0) + _CUT_MARGIN
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
+    """Serve until drained; the process's exit code (0 after a clean drain)."""
     log.info("gateway on http://%s:%d (%s)", host, port, check_bind(settings, host))
     raise_file_limit(settings.server.max_connections)
     if workers == 1:
         from gateway.app import build_app
 
-        uvicorn.Server(uvicorn_config(build_app(settings), settings, host=host, port=port)).run()
-        return
+        gateway = build_app(settings)
+        server = GatewayServer(uvicorn_config(gateway, settings, host=host, port=port), gateway)
+        server.run()
+        return 0 if server.started else _STARTUP_FAILURE
     # Several processes: each worker builds its own app from the same file, and metrics are
     # aggregated through prometheus-client's multiprocess directory.
-    os.environ[_CONFIG_ENV] = settings.source
     directory = tempfile.mkdtemp(prefix="gateway-metrics-")
     metrics.setup_multiprocess(directory)
     try:
-        config = uvicorn_config("gateway.server:worker_app", settings, host=host, port=port, factory=True,
-                                workers=workers)
-        sock = config.bind_socket()
-        Multiprocess(config, sockets=[sock]).run()
+        return Supervisor(settings, host, port, workers).run()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -96,7 +123,137 @@ def raise_file_limit(max_connections: int) -> None:
                     "raise the limit (ulimit -n)", soft, needed, max_connections)
 
 
-def worker_app() -> object:
-    from gateway.app import build_app
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with the gateway's signals (see the module docstring)."""
 
-    return build_app(load_settings(os.environ[_CONFIG_ENV]))
+    def __init__(self, config: uvicorn.Config, gateway: Any) -> None:
+        super().__init__(config)
+        self.gateway = gateway  # gateway.app.Gateway; Any to keep this module free of the app's imports
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None:  # still starting: nothing to drain yet
+            self.should_exit = sig != signal.SIGHUP
+            return
+        self._loop.call_soon_threadsafe(self._handle, sig)
+
+    def _handle(self, sig: int) -> None:
+        if sig == signal.SIGHUP:
+            self.gateway.reload()
+            return
+        drain = self.gateway.drain
+        server = self.gateway.runtime.settings.server
+        if drain.begin(server.drain_delay, server.drain_timeout):
+            assert self._loop is not None
+            self._loop.call_later(server.drain_delay, self._close_listener)
+        else:
+            log.warning("second %s: ending what still runs now", signal.Signals(sig).name)
+            drain.cut()
+            self.should_exit = True
+
+    def _close_listener(self) -> None:
+        self.should_exit = True  # uvicorn closes the listener, then waits for open connections
+
+
+def _run_worker(source: str, sock: socket.socket, host: str, port: int) -> None:
+    """One worker process (spawned): build the app from the config file and serve the shared socket."""
+    from gateway.app import build_app
+    from gateway.cli import configure_logging
+
+    configure_logging()
+    try:
+        settings = load_settings(source)
+        gateway = build_app(settings)
+    except ConfigError as exc:  # the file changed since the supervisor read it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(_STARTUP_FAILURE)
+    server = GatewayServer(uvicorn_config(gateway, settings, host=host, port=port), gateway)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(_STARTUP_FAILURE)
+
+
+class Supervisor:
+    """Starts N workers on one socket, forwards signals to them, and replaces one that dies."""
+
+    def __init__(self, settings: Settings, host: str, port: int, workers: int) -> None:
+        self._settings = settings
+        self._host = host
+        self._port = port
+        self._count = workers
+        self._drain_delay = settings.server.drain_delay
+        self._close_at: float | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._pending: list[int] = []
+        self._workers: list[Any] = []
+        self._stopping = False
+
+    def run(self) -> int:
+        sock = uvicorn_config(None, self._settings, host=self._host, port=self._port).bind_socket()
+        original = {sig: signal.signal(sig, self._queue) for sig in _SIGNALS}
+        try:
+            self._workers = [self._spawn(sock) for _ in range(self._count)]
+            log.info("supervisor %d started %d workers", os.getpid(), self._count)
+            while self._stopping is False or any(w.is_alive() for w in self._workers):
+                multiprocessing.connection.wait([w.sentinel for w in self._workers], timeout=0.1)
+                self._forward_signals()
+                if not self._stopping:
+                    self._replace_dead(sock)
+                elif self._close_at is not None and time.monotonic() >= self._close_at:
+                    # The workers close their listeners after the drain delay; the socket this process
+                    # holds must go too, or the kernel would keep accepting connections nobody serves.
+                    sock.close()
+                    self._close_at = None
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+            sock.close()
+        codes = [w.exitcode for w in self._workers]
+        log.info("supervisor %d: every worker stopped (exit codes %s)", os.getpid(), codes)
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def _queue(self, sig: int, frame: FrameType | None) -> None:
+        self._pending.append(sig)
+
+    def _spawn(self, sock: socket.socket) -> Any:
+        worker = self._context.Process(target=_run_worker, args=(self._settings.source, sock, self._host, self._port),
+                                       name="gateway-worker")
+        worker.start()
+        return worker
+
+    def _forward_signals(self) -> None:
+        while self._pending:
+            sig = self._pending.pop(0)
+            if sig != signal.SIGHUP and not self._stopping:
+                self._stopping = True
+                self._close_at = time.monotonic() + self._drain_delay
+            for worker in self._workers:
+                if worker.is_alive() and worker.pid is not None:
+                    os.kill(worker.pid, signal.SIGHUP if sig == signal.SIGHUP else signal.SIGTERM)
+
+    def _replace_dead(self, sock: socket.socket) -> None:
+        for index, worker in enumerate(self._workers):
+            if worker.exitcode is None:
+                continue
+            if worker.exitcode == _STARTUP_FAILURE:
+                log.error("worker %s could not start; stopping the other workers", worker.pid)
+                self._pending.append(signal.SIGTERM)
+                return
+            log.error("worker %s died (exit code %s); starting a new one", worker.pid, worker.exitcode)
+            self._workers[index] = self._spawn(sock)

@@ -101,10 +101,12 @@ class FakeClock:
 
 
 class RunningGateway:
-    def __init__(self, app: Gateway, base_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, app: Gateway, base_url: str, client: httpx.AsyncClient,
+                 stop: Callable[[], Awaitable[None]]) -> None:
         self.app = app
         self.base_url = base_url
         self.client = client
+        self.stop = stop  # shut the server down now (lifespan included); the fixture then skips it
 
     async def chat(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
         return await self.client.post("/v1/chat/completions", json=body, **kwargs)
@@ -146,14 +148,23 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         await server.startup(sockets=[sock])
         base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         client = httpx.AsyncClient(base_url=base_url, timeout=30)
-        servers.append((server, sock, client))
-        return RunningGateway(app, base_url, client)
+        entry = (server, sock, client)
+        servers.append(entry)
 
-    yield start
-    for server, sock, client in servers:
+        async def stop_now() -> None:
+            servers.remove(entry)
+            await stop(*entry)
+
+        return RunningGateway(app, base_url, client, stop_now)
+
+    async def stop(server: uvicorn.Server, sock: socket.socket, client: httpx.AsyncClient) -> None:
         await client.aclose()
         server.should_exit = True
         await server.shutdown(sockets=[sock])
+
+    yield start
+    for entry in list(servers):
+        await stop(*entry)
 
 
 def sse_events(text: str) -> list[str]:

@@ -26,6 +26,7 @@ from gateway.api.accounting import RequestRecord, admit, finish
 from gateway.api.send import new_request_id, send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
+from gateway.drain import Drain, ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
@@ -116,9 +117,10 @@ class ChatProtocol:
 class Pipeline:
     """One inbound endpoint: the same authentication, failover, accounting and disconnect handling for all."""
 
-    def __init__(self, runtime: Callable[[], Runtime], protocol: Inbound) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], protocol: Inbound, drain: Drain) -> None:
         self._runtime = runtime
         self._protocol = protocol
+        self._drain = drain
         self._wanted = _WANTED | protocol.headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,7 +131,12 @@ class Pipeline:
         request_id = _request_id(headers.get("x-request-id"))
         runtime = self._runtime()
         context = RequestRecord(request_id, started, self._protocol.path)
+        task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]
+        drain = self._drain
+        drain.track(task)  # so that the drain deadline can end it
         try:
+            if drain.refusing:
+                raise ShuttingDown
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"Use POST for {protocol.path}.")
             caller = runtime.auth.authenticate(headers)
@@ -159,6 +166,13 @@ class Pipeline:
         except _ClientGone:
             context.status = 499
             context.error_type = "client_disconnected"
+        except asyncio.CancelledError:
+            if not consume_cut():
+                raise
+            context.status = ShuttingDown.status  # cut by the drain deadline while reading the body
+            context.error_type = ShuttingDown.code
+            if not context.responding:
+                await protocol.send_error(send, ShuttingDown(), request_id)
         except Exception:
             errors_log.exception("request %s failed inside the gateway", request_id)
             if not context.responding:  # once headers are out, the stream itself must carry the end
@@ -166,6 +180,7 @@ class Pipeline:
                 await protocol.send_error(send, GatewayError("The gateway failed on this request; see its log."),
                                           request_id)
         finally:
+            drain.untrack(task)
             finish(runtime, context)
 
     async def _complete(
@@ -254,6 +269,10 @@ class _Watched:
             if self._gone:
                 task.uncancel()
                 raise _ClientGone from None
+            if consume_cut():
+                # The drain deadline: an answer not yet started gets a 503; a stream cut while its
+                # client was not reading (the relay says so itself otherwise) loses its connection.
+                raise ShuttingDown from None
             raise
         finally:
             if timer is not None:

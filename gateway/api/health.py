@@ -11,6 +11,8 @@ async def livez(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
+    if request.app.state.drain.draining:
+        return JSONResponse({"status": "draining", "reason": "the gateway is shutting down"}, status_code=503)
     runtime = request.app.state.runtime()
     if runtime.ready:
         return JSONResponse({"status": "ready"})

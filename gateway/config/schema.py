@@ -148,6 +148,16 @@ class ServerSettings(_Strict):
     max_connections: int = Field(2048, ge=1, description="open client connections; beyond it: 503")
     trusted_proxies: tuple[str, ...] = ()
     access_log: bool = False
+    drain_delay: float = Field(0.0, ge=0, le=300, description="seconds after SIGTERM before the listener closes")
+    drain_timeout: float = Field(30.0, gt=0, le=3600,
+                                 description="seconds after SIGTERM until requests still running are ended")
+
+    @model_validator(mode="after")
+    def _delay_within_timeout(self) -> ServerSettings:
+        if self.drain_delay >= self.drain_timeout:
+            raise ValueError(f"drain_delay ({self.drain_delay:g}) must be shorter than drain_timeout "
+                             f"({self.drain_timeout:g}): requests need time to finish after the listener closes")
+        return self
 
 
 class UpstreamLimits(_Strict):

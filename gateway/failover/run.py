@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.config.schema import UpstreamLimits
+from gateway.drain import ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, UpstreamError, UpstreamStatusError
 from gateway.failover.attempt import Opened, attempt
 from gateway.failover.backoff import Backoff
@@ -279,6 +280,14 @@ class Executor:
                 error.mask(secrets.mask)
                 result.error_type = error.error_type
                 yield failure(error.to_body())
+            except asyncio.CancelledError:
+                if not consume_cut():
+                    raise
+                # The drain deadline (SIGTERM): the client learns the answer is incomplete, in its
+                # protocol's own error event, never a silent cut; no verdict on the upstream.
+                shutting_down = ShuttingDown()
+                result.error_type = shutting_down.code
+                yield failure(shutting_down.to_body())
         finally:
             opened.response.close()  # a no-op after a clean end; otherwise the upstream is dropped now
             self._judge(served, result, verdict)

@@ -78,6 +78,8 @@ def test_variable_defaults_and_types(tmp_path: Path) -> None:
          ["auth.keys.0.key: a literal key is refused"]),
         ("catalog: [a.json]\nauth:\n  keys:\n    - name: a\n", ["auth.keys.0", "exactly one of"]),
         ("catalog: [a.json]\nretry:\n  attempts: 0\n", ["retry.attempts:", "greater than or equal to 1"]),
+        ("catalog: [a.json]\nserver: {drain_delay: 30, drain_timeout: 10}\n",
+         ["server:", "drain_delay (30) must be shorter than drain_timeout (10)"]),
         ("- just\n- a list\n", ["must be a mapping"]),
         ("server: [unclosed\n", ["not valid YAML"]),
     ],

@@ -176,6 +176,11 @@ class _Stall:
     pass
 
 
+@dataclass
+class _Gate:
+    opened: asyncio.Event
+
+
 class _Cut:
     pass
 
@@ -192,6 +197,8 @@ class _Stream(Reply):
         for item in self.events:
             if isinstance(item, _Pause):
                 await asyncio.sleep(item.seconds)
+            elif isinstance(item, _Gate):
+                await item.opened.wait()
             elif isinstance(item, _Stall):
                 await conn.until_client_leaves()
                 return
@@ -366,6 +373,11 @@ def cut_after(n_words: int, text: str = "Hello from upstream") -> Reply:
 
 def pause(seconds: float) -> _Pause:
     return _Pause(seconds)
+
+
+def gate(opened: asyncio.Event) -> _Gate:
+    """Hold the stream here until the test sets `opened` (the upstream's loop must be the test's)."""
+    return _Gate(opened)
 
 
 def stall() -> _Stall:
