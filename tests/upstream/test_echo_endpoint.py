@@ -65,3 +65,21 @@ def test_endpoint_credentials_and_url() -> None:
     custom = build_endpoint(provider(api="https://p.example/v1"), override, {"OTHER": "k2"})
     assert custom.headers["Authorization"] == "Bearer k2" and custom.headers["X-Org"] == "o"
     assert custom.chat_url.startswith("http://127.0.0.1:1/v1")
+
+
+def test_anthropic_wire_by_package_and_by_override() -> None:
+    native = build_endpoint(provider(npm="@ai-sdk/anthropic"), None, {"P_KEY": "sk-ant-secret-value"})
+    assert native.wire == "anthropic" and native.base_url == "https://api.anthropic.com/v1"
+    assert native.headers["x-api-key"] == "sk-ant-secret-value" and "Authorization" not in native.headers
+    assert native.headers["anthropic-version"] == "2023-06-01"
+    # An Anthropic-compatible API declared through the OpenAI-compatible package keeps chat completions...
+    compat = build_endpoint(provider(api="https://api.anthropic.com/v1"), None, {"P_KEY": "k"})
+    assert compat.wire == "openai" and compat.headers["Authorization"] == "Bearer k"
+    # ...unless the config says which wire to speak, either way.
+    forced = build_endpoint(provider(api="https://api.anthropic.com/v1"), ProviderSettings(wire="anthropic"),
+                            {"P_KEY": "k"})
+    assert forced.wire == "anthropic" and forced.headers["x-api-key"] == "k"
+    back = build_endpoint(provider(npm="@ai-sdk/anthropic"), ProviderSettings(wire="openai"), {"P_KEY": "k"})
+    assert back.wire == "openai" and back.headers["Authorization"] == "Bearer k"
+    unset = build_endpoint(provider(npm="@ai-sdk/anthropic"), ProviderSettings(wire="openai"), {})
+    assert not unset.available and unset.wire == "openai"
