@@ -55,14 +55,18 @@ class MessagesProtocol:
 
     def legs(self, runtime: Runtime, plan: Plan, body: dict[str, Any], headers: Mapping[str, str]) -> LegChooser:
         native = Leg(PASS_THROUGH, body, {k: v for k, v in headers.items() if k in FORWARDED})
-        translated: dict[str, Any] = {}
+        translated: dict[bool, dict[str, Any]] = {}
 
         def choose(target: Target) -> Leg:
             if target.endpoint.wire == "anthropic":
                 return native
             if not translated:  # translated once, and only when a target needs it
-                translated.update(messages.to_chat(body))
-            return chat_leg(target.endpoint.wire, target.model.limit.output, translated)
+                chat = translated[True] = messages.to_chat(body)
+                # A model the catalog says cannot reason would refuse reasoning_effort: asking it for
+                # thinking changes nothing, so it is not asked.
+                translated[False] = {k: v for k, v in chat.items() if k != "reasoning_effort"}
+            chat = translated[target.model.reasoning]
+            return chat_leg(target.endpoint.wire, target.model.limit.output, chat)
 
         return choose
 

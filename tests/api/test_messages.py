@@ -387,3 +387,20 @@ async def test_error_event_before_content_fails_over(start_gateway: GatewayFacto
         assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
         assert "error" not in [kind for kind, _ in events], "nothing of the failed attempt reaches the client"
 
+
+
+async def test_thinking_is_asked_only_of_models_that_reason(start_gateway: GatewayFactory) -> None:
+    async with FakeUpstream() as anth, FakeUpstream() as oai:
+        catalogs = [anthropic_provider(anth.base_url),
+                    provider_json("oai", oai.base_url, [model_json("gpt-x"), model_json("o-x", reasoning=True)],
+                                  env=["OAI_API_KEY"])]
+        environ = {"ANTH_API_KEY": ANTH_SECRET, "OAI_API_KEY": OPENAI_SECRET, "GW_KEY": GATEWAY_KEY}
+        gw = await start_gateway({**FAST_POLICY, "auth": {"keys": [{"name": "team", "key": "${GW_KEY}"}]}},
+                                 catalogs=catalogs, environ=environ)
+        body = {"max_tokens": 50, "thinking": {"type": "enabled", "budget_tokens": 10000},
+                "messages": [{"role": "user", "content": "hi"}]}
+        for model in ("oai/o-x", "oai/gpt-x"):
+            response = await gw.client.post("/v1/messages", json={**body, "model": model}, headers=HEADERS)
+            assert response.status_code == 200, response.text
+        assert oai.received[0].json["reasoning_effort"] == "high"
+        assert "reasoning_effort" not in oai.received[1].json
