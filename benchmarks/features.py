@@ -44,15 +44,15 @@ FEATURES: tuple[Feature, ...] = (
         # A key with a request-rate limit and a spend budget that the load stays far under, so every
         # request pays for the checks and the accounting but none is refused.
         config={"auth": {"keys": [{"name": "bench", "key": "${BENCH_GATEWAY_KEY}",
-                                   "limits": {"requests_per_minute": 100_000_000},
-                                   "budget": {"usd": 1_000_000, "period": "month"}}]}},
+                                   "limits": {"rpm": 100_000_000, "tpm": 1_000_000_000,
+                                              "budget_usd": 1_000_000, "period": "month"}}]}},
     ),
     Feature(
         "limits + budgets (Redis backend)", "plain",
         config={"state": {"backend": "redis", "url": "${BENCH_REDIS_URL}"},
                 "auth": {"keys": [{"name": "bench", "key": "${BENCH_GATEWAY_KEY}",
-                                   "limits": {"requests_per_minute": 100_000_000},
-                                   "budget": {"usd": 1_000_000, "period": "month"}}]}},
+                                   "limits": {"rpm": 100_000_000, "tpm": 1_000_000_000,
+                                              "budget_usd": 1_000_000, "period": "month"}}]}},
         services=("redis",),
         note="redis-server runs on the load core, so its own CPU is not in the gateway's CPU per request.",
     ),

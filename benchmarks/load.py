@@ -56,6 +56,8 @@ class Target:
                 # /v1/messages refuses fields it cannot translate to chat: carry the knobs in a real field
                 # (metadata.user_id becomes chat's `user`, which the fake upstream reads them from).
                 payload["metadata"] = {"user_id": f"bench:{chunks}:{interval_ms:g}"}
+            elif self.wire == "responses":
+                payload["user"] = f"bench:{chunks}:{interval_ms:g}"  # /v1/responses passes `user` to chat too
             else:
                 payload |= {"bench_chunks": chunks, "bench_interval_ms": interval_ms}
         return orjson.dumps(payload)
