@@ -31,10 +31,11 @@ from gateway.api.models import ModelsEndpoint
 from gateway.api.responses import ResponsesProtocol
 from gateway.catalog import load_catalog
 from gateway.config import Settings, load_settings
+from gateway.config.validate import check_against_catalog, check_bind
 from gateway.drain import Drain
 from gateway.errors import ConfigError, GatewayError
 from gateway.failover.health import Clock, Health
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, RuntimeParts
 from gateway.teams.service import Teams
 from gateway.upstream.transport import Transport
 
@@ -47,15 +48,18 @@ MESSAGES_PATH = "/v1/messages"
 
 class Gateway:
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None, *,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, bind_host: str | None = None) -> None:
         self._environ = environ
+        # The address served: a reload must pass the same bind check as the start did.
+        self.bind_host = bind_host or settings.server.host
         self.transport = Transport()
         self.drain = Drain()
         self.teams = Teams(settings.state)
         # Circuits and latencies are about the upstreams, not the config: they outlive a reload.
         self.health = Health(settings.breaker, clock)
-        self.runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self.health, environ,
-                                     self.teams)
+        self.runtime = self._prepare(settings).assemble(self.transport, self.health, self.teams)
+        self._reloading = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Task[bool]] = set()
         self._chat = Pipeline(self.current, ChatProtocol(), self.drain)
         self._embeddings = Pipeline(self.current, EmbeddingsProtocol(), self.drain)
         self._messages = Pipeline(self.current, MessagesProtocol(), self.drain)
@@ -105,23 +109,59 @@ class Gateway:
         else:
             await self._starlette(scope, receive, send)
 
+    def _prepare(self, settings: Settings) -> RuntimeParts:
+        """Everything a start or a reload checks and builds before anything is swapped: the same for both."""
+        catalog = load_catalog(settings.catalog)
+        check_against_catalog(settings, catalog)
+        check_bind(settings, self.bind_host)
+        return RuntimeParts.prepare(settings, catalog, self.health, self._environ)
+
+    def _load(self, source: str) -> RuntimeParts:
+        return self._prepare(load_settings(source, self._environ))
+
     def reload(self) -> bool:
-        """Re-read the config file; keep the running config if the new one is refused."""
-        source = self.runtime.settings.source
+        """Re-read the config file now, on this thread; keep the running config if the new one is refused."""
         try:
-            settings = load_settings(source, self._environ)
-            runtime = Runtime.build(settings, load_catalog(settings.catalog), self.transport, self.health,
-                                    self._environ, self.teams)
+            parts = self._load(self.runtime.settings.source)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config:\n%s", exc)
-            metrics.config_loaded(False, reload=True)
-            return False
-        if settings.state != self.runtime.settings.state:
-            log.warning("state.* changed in %s: the state store changes at the next restart", source)
-        self.runtime = runtime
-        log.warning("config reloaded from %s", source)
-        metrics.config_loaded(True, reload=True)
+            return self._refused(exc)
+        self._swap(parts)
         return True
+
+    async def reload_async(self) -> bool:
+        """A reload that keeps the event loop free: reading, fetching and building happen in a thread,
+        only the swap on the loop. Reloads asked for while one runs wait for it (each reads the file anew)."""
+        async with self._reloading:
+            try:
+                parts = await asyncio.to_thread(self._load, self.runtime.settings.source)
+            except ConfigError as exc:
+                return self._refused(exc)
+            self._swap(parts)
+            return True
+
+    def request_reload(self) -> None:
+        """For a signal handler on the loop: start reload_async and return at once."""
+        task = asyncio.get_running_loop().create_task(self.reload_async())
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    def _refused(self, exc: ConfigError) -> bool:
+        log.error("config reload refused, keeping the running config:\n%s", exc)
+        metrics.config_loaded(False, reload=True)
+        return False
+
+    def _swap(self, parts: RuntimeParts) -> None:
+        old = self.runtime
+        settings = parts.settings
+        if settings.state != old.settings.state:
+            log.warning("state.* changed in %s: the state store changes at the next restart", settings.source)
+        if settings.server != old.settings.server:
+            log.warning("server.* changed in %s: address, workers and connection limits change at the next "
+                        "restart", settings.source)
+        self.runtime = parts.assemble(self.transport, self.health, self.teams)
+        _forget_removed(old, self.runtime)
+        log.warning("config reloaded from %s", settings.source)
+        metrics.config_loaded(True, reload=True)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -150,6 +190,18 @@ class Gateway:
             self.health.tick()
 
 
+def _forget_removed(old: Runtime, new: Runtime) -> None:
+    """Gauges of aliases and targets the new config no longer has would otherwise read on for ever."""
+    for name, route in old.router.routes.items():
+        if route.is_alias and not (name in new.router.routes and new.router.routes[name].is_alias):
+            metrics.forget_alias(name)
+    kept = {t.key for r in new.router.routes.values() for t in (*r.targets, *r.fallbacks)}
+    for route in old.router.routes.values():
+        for target in (*route.targets, *route.fallbacks):
+            if target.key not in kept:
+                metrics.forget_target(target.provider_id, target.upstream_model)
+
+
 async def _metrics(request: Request) -> Response:
     request.app.state.health.tick()
     body, content_type = metrics.render(request.headers.get("accept"))
@@ -157,5 +209,5 @@ async def _metrics(request: Request) -> Response:
 
 
 def build_app(settings: Settings, environ: Mapping[str, str] | None = None, *,
-              clock: Clock = time.monotonic) -> Gateway:
-    return Gateway(settings, environ, clock=clock)
+              clock: Clock = time.monotonic, bind_host: str | None = None) -> Gateway:
+    return Gateway(settings, environ, clock=clock, bind_host=bind_host)

@@ -6,9 +6,9 @@ import os
 
 from gateway.catalog import load_catalog
 from gateway.config import load_settings
+from gateway.config.validate import check_against_catalog, check_bind
 from gateway.errors import ConfigError
 from gateway.routing import Router
-from gateway.server import check_bind
 from gateway.upstream.endpoint import build_endpoint
 
 
@@ -19,8 +19,11 @@ def report(config_path: str) -> tuple[str, bool]:
     endpoints = {pid: build_endpoint(p, settings.providers.get(pid), os.environ)
                  for pid, p in catalog.providers.items()}
     router = Router(catalog, settings, endpoints)
-    errors = [f"providers.{pid}: no such provider in the catalog" for pid in settings.providers
-              if pid not in catalog.providers]
+    errors: list[str] = []
+    try:  # the same check `serve` and a reload refuse on
+        check_against_catalog(settings, catalog)
+    except ConfigError as exc:
+        errors.append(str(exc))
     try:
         access = check_bind(settings, settings.server.host)
     except ConfigError as exc:

@@ -147,6 +147,9 @@ class _Local(Collector):
             labels = _capped(len(values), labels)
         values[labels] = value
 
+    def remove(self, spec: _Spec, labels: tuple[str, ...]) -> None:
+        self.values[spec].pop(labels, None)
+
     def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
         series = self.histograms[spec]
         counts = series.get(labels)
@@ -212,6 +215,12 @@ class _Shared:
 
     def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
         self._child(spec, labels).observe(value)
+
+    def remove(self, spec: _Spec, labels: tuple[str, ...]) -> None:
+        # Drops this process's series; a value already written to its multiprocess file stays until it
+        # exits (prometheus-client keeps no way to delete one).
+        if self._children.pop((spec, labels), None) is not None:
+            self._metrics[spec].remove(*labels)
 
 
 _SHARED = bool(os.environ.get(_MULTIPROC_ENV))
@@ -281,6 +290,17 @@ def circuit_state(provider: str, upstream_model: str, state: int) -> None:
 def alias_targets(model: str, total: int, open_: int) -> None:
     _set(ALIAS_TARGETS, (model,), total)
     _set(ALIAS_OPEN, (model,), open_)
+
+
+def forget_alias(model: str) -> None:
+    """An alias removed by a reload: its gauges go with it."""
+    _backend.remove(ALIAS_TARGETS, (model,))
+    _backend.remove(ALIAS_OPEN, (model,))
+
+
+def forget_target(provider: str, upstream_model: str) -> None:
+    """A target no route uses any more after a reload: its circuit gauge goes with it."""
+    _backend.remove(CIRCUIT, (provider, upstream_model))
 
 
 def config_loaded(success: bool, *, reload: bool) -> None:

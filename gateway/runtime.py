@@ -68,20 +68,49 @@ class Runtime:
         environ: Mapping[str, str] | None = None, teams: Teams | None = None,
     ) -> Runtime:
         """`health` outlives this runtime: a reload hands the same one to the next."""
+        return RuntimeParts.prepare(settings, catalog, health, environ).assemble(transport, health, teams)
+
+    @property
+    def ready(self) -> bool:
+        """At least one provider can be called."""
+        return any(e.available for e in self.endpoints.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeParts:
+    """The slow, self-contained part of a Runtime (endpoints and routes for every catalog model).
+
+    `prepare` touches nothing shared, so a reload runs it in a thread; `assemble` wires the parts to
+    the shared health, metrics and teams, and runs on the event loop.
+    """
+
+    settings: Settings
+    catalog: Catalog
+    endpoints: Mapping[str, Endpoint]
+    router: Router
+    limits: LimitsIndex
+
+    @classmethod
+    def prepare(cls, settings: Settings, catalog: Catalog, health: Health,
+                environ: Mapping[str, str] | None = None) -> RuntimeParts:
         environ = os.environ if environ is None else environ
         endpoints = {
             pid: build_endpoint(provider, settings.providers.get(pid), environ)
             for pid, provider in catalog.providers.items()
         }
         router = Router(catalog, settings, endpoints, health.latency)
+        return cls(settings, catalog, endpoints, router, LimitsIndex.from_settings(settings))
+
+    def assemble(self, transport: Transport, health: Health, teams: Teams | None = None) -> Runtime:
+        settings, router = self.settings, self.router
         watcher = _CircuitWatcher(router, health)
         keys = {t.key for route in router.routes.values() for t in (*route.targets, *route.fallbacks)}
         health.configure(settings.breaker, keys, watcher.changed)
         watcher.publish_all()
         executor = Executor(transport, health, settings.upstream)
         auth = Authenticator(settings.auth, teams.keys, teams.wall_clock) if teams else Authenticator(settings.auth)
-        return cls(settings, catalog, endpoints, router, auth, health, executor, LimitsIndex.from_settings(settings),
-                   teams)
+        return Runtime(settings, self.catalog, self.endpoints, router, auth, health, executor, self.limits, teams)
+
 
     @property
     def ready(self) -> bool:

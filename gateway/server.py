@@ -5,7 +5,8 @@ Every signal the gateway answers is handled here and nowhere else:
   closes after `server.drain_delay`, requests in flight finish until `server.drain_timeout`, then
   the rest end with `gateway_shutting_down`; flush hooks run; exit code 0. A second signal stops
   waiting: what still runs is ended at once.
-- SIGHUP: reload the config in place (Gateway.reload); a refused config keeps the running one.
+- SIGHUP: reload the config in place (Gateway.request_reload: read, fetched and built in a thread,
+  swapped on the loop; a refused config keeps the running one; nothing in flight is cut).
 With `server.workers: N` the supervisor binds the socket, starts N workers sharing it, forwards
 SIGTERM/SIGINT/SIGHUP to every worker (each drains or reloads itself; no rolling restart), restarts a
 worker that dies while serving, and exits 0 once all of them drained cleanly.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -36,39 +37,17 @@ import uvicorn
 
 from gateway import metrics
 from gateway.config import Settings, load_settings
+from gateway.config.validate import check_bind, is_loopback
 from gateway.connections import BoundedHttpProtocol
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
+__all__ = ["GatewayServer", "Supervisor", "check_bind", "is_loopback", "serve", "uvicorn_config"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _STARTUP_FAILURE = 3  # a worker that could not start: restarting it would fail the same way
 # uvicorn's own cancel of connections left after the drain is a last resort: our cut comes first.
 _CUT_MARGIN = 5.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(settings: Settings, host: str) -> str:
-    """A sentence about who can reach the gateway; raises ConfigError for an open bind without keys."""
-    if settings.auth.keys:
-        return f"gateway keys required ({len(settings.auth.keys)} configured)"
-    if settings.auth.none:
-        return "WARNING: auth is `none`: anyone who can reach this address can use every provider"
-    if is_loopback(host):
-        return "no gateway keys configured: serving on loopback only"
-    raise ConfigError(
-        f"{settings.source}: auth.keys: no gateway keys are configured, so the gateway only binds a loopback "
-        f"address, and {host} is not one. Add keys under auth.keys, bind 127.0.0.1, or set `auth: none` "
-        "to serve without keys on purpose."
-    )
 
 
 def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **overrides: Any) -> uvicorn.Config:
@@ -95,7 +74,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     if workers == 1:
         from gateway.app import build_app
 
-        gateway = build_app(settings)
+        gateway = build_app(settings, bind_host=host)
         server = GatewayServer(uvicorn_config(gateway, settings, host=host, port=port), gateway)
         server.run()
         return 0 if server.started else _STARTUP_FAILURE
@@ -155,7 +134,7 @@ class GatewayServer(uvicorn.Server):
 
     def _handle(self, sig: int) -> None:
         if sig == signal.SIGHUP:
-            self.gateway.reload()
+            self.gateway.request_reload()
             return
         drain = self.gateway.drain
         server = self.gateway.runtime.settings.server
@@ -171,22 +150,48 @@ class GatewayServer(uvicorn.Server):
         self.should_exit = True  # uvicorn closes the listener, then waits for open connections
 
 
-def _run_worker(source: str, sock: socket.socket, host: str, port: int) -> None:
-    """One worker process (spawned): build the app from the config file and serve the shared socket."""
+def _run_worker(source: str, sock: socket.socket, host: str, port: int, last_good: str) -> None:
+    """One worker process (spawned): build the app from the config file and serve the shared socket.
+
+    A worker started while the file on disk is refused (one that replaces a dead worker, say) starts
+    from the last config the supervisor validated instead, so a bad edit cannot turn into a crash loop.
+    """
     from gateway.app import build_app
     from gateway.cli import configure_logging
 
     configure_logging()
     try:
-        settings = load_settings(source)
-        gateway = build_app(settings)
-    except ConfigError as exc:  # the file changed since the supervisor read it
+        try:
+            settings = load_settings(source)
+            gateway = build_app(settings, bind_host=host)
+        except ConfigError as exc:
+            log.error("worker %d: %s is refused; starting from the last valid config instead:\n%s",
+                      os.getpid(), source, exc)
+            settings = load_settings(source, text=Path(last_good).read_text(encoding="utf-8"))
+            gateway = build_app(settings, bind_host=host)
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(_STARTUP_FAILURE)
     server = GatewayServer(uvicorn_config(gateway, settings, host=host, port=port), gateway)
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(_STARTUP_FAILURE)
+
+
+def validate_file(source: str, host: str) -> str:
+    """The config file's text if a gateway would start (or reload) on it: the same checks, nothing served."""
+    from gateway.catalog import load_catalog
+    from gateway.config.validate import check_against_catalog
+    from gateway.failover.health import Health
+    from gateway.runtime import RuntimeParts
+
+    text = Path(source).read_text(encoding="utf-8")
+    settings = load_settings(source, text=text)
+    catalog = load_catalog(settings.catalog)
+    check_against_catalog(settings, catalog)
+    check_bind(settings, host)
+    RuntimeParts.prepare(settings, catalog, Health(settings.breaker))
+    return text
 
 
 class Supervisor:
@@ -203,8 +208,19 @@ class Supervisor:
         self._pending: list[int] = []
         self._workers: list[Any] = []
         self._stopping = False
+        # The last config text that passed validation: what a replacement worker starts from.
+        handle, self._last_good = tempfile.mkstemp(prefix="gateway-config-", suffix=".yaml")
+        os.close(handle)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._last_good)
+
+    def _run(self) -> int:
+        self._validate()
         sock = uvicorn_config(None, self._settings, host=self._host, port=self._port).bind_socket()
         original = {sig: signal.signal(sig, self._queue) for sig in _SIGNALS}
         try:
@@ -232,14 +248,27 @@ class Supervisor:
         self._pending.append(sig)
 
     def _spawn(self, sock: socket.socket) -> Any:
-        worker = self._context.Process(target=_run_worker, args=(self._settings.source, sock, self._host, self._port),
-                                       name="gateway-worker")
+        worker = self._context.Process(target=_run_worker, name="gateway-worker",
+                                       args=(self._settings.source, sock, self._host, self._port, self._last_good))
         worker.start()
         return worker
+
+    def _validate(self) -> None:
+        """Check the file as a start would; keep it as the last good config when it passes. Each worker
+        still reloads (and counts the reload, refused or not) on its own."""
+        try:
+            text = validate_file(self._settings.source, self._host)
+        except (ConfigError, OSError, UnicodeDecodeError) as exc:
+            log.error("supervisor: %s is refused; workers keep their config, and a replaced worker starts "
+                      "from the last valid one:\n%s", self._settings.source, exc)
+            return
+        Path(self._last_good).write_text(text, encoding="utf-8")
 
     def _forward_signals(self) -> None:
         while self._pending:
             sig = self._pending.pop(0)
+            if sig == signal.SIGHUP:
+                self._validate()
             if sig != signal.SIGHUP and not self._stopping:
                 self._stopping = True
                 self._close_at = time.monotonic() + self._drain_delay

@@ -60,6 +60,16 @@ def test_serve_refuses_an_unknown_alias_target(tmp_path: Path) -> None:
     assert "models.x.targets.0: unknown model `nope/model`" in result.stderr
 
 
+def test_serve_refuses_what_check_flags(tmp_path: Path) -> None:
+    config = tmp_path / "g.yaml"
+    config.write_text(f"catalog: [{ROOT / 'config' / 'echo.json'}]\nproviders:\n  opneai: {{timeouts: {{idle: 5}}}}\n")
+    expected = f"{config}: providers.opneai: no such provider in the catalog"
+    checked = gateway("check", "--config", str(config))
+    assert checked.returncode == 1 and expected in checked.stdout
+    served = gateway("serve", "--config", str(config), "--port", "0", timeout=30)
+    assert served.returncode == 2 and expected in served.stderr and "Traceback" not in served.stderr
+
+
 def test_serve_default_config_answers_from_echo() -> None:
     server = GatewayProcess([], env=CLEAN_ENV)
     try:

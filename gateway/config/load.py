@@ -17,15 +17,22 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.schema import Settings
+from gateway.config.validate import check_settings
 from gateway.errors import ConfigError
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
+                  text: str | None = None) -> Settings:
+    """The settings in the file at `path`; with `text`, that text read as if it were the file."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if text is None:
+            text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                          "save the file as UTF-8") from None
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found; pass --config PATH or create it") from None
     except OSError as exc:
@@ -53,6 +60,7 @@ def parse_settings(raw: Any, source: str, environ: Mapping[str, str]) -> Setting
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
     settings._source = source
+    check_settings(settings)
     for name, alias in settings.models.items():
         if not alias.targets and "/" not in name:
             raise ConfigError(f"{source}: models.{name}.targets: required for an alias (only a catalog "
