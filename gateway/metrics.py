@@ -75,6 +75,9 @@ COST = _Spec("gateway_cost_usd_total", "counter", "Cost in USD at catalog prices
 IN_FLIGHT = _Spec("gateway_in_flight_requests", "gauge", "Requests being served now.", ("model",),
                   multiprocess_mode="livesum", unit="requests")
 CHUNKS = _Spec("gateway_stream_chunks_total", "counter", "SSE chunks relayed to clients.", ("provider",), unit="chunks")
+DROPPED = _Spec("gateway_stream_events_dropped_total", "counter",
+                "Unreadable upstream stream events after content (the stream was broken off there).", ("provider",),
+                unit="events")
 CIRCUIT = _Spec("gateway_circuit_state", "gauge", "Circuit per target: 0 closed, 1 half-open, 2 open.",
                 ("provider", "upstream_model"), multiprocess_mode="livemostrecent",
                 unit="0 closed, 1 half-open, 2 open")
@@ -104,8 +107,8 @@ KEY_BUDGET_USED = _Spec("gateway_key_budget_used_ratio", "gauge",
 KEY_BUDGET_SOFT = _Spec("gateway_key_budget_soft_ratio", "gauge",
                         "A key's soft budget threshold (limits.soft_ratio, default 0.8), for alerting.", ("key",),
                         multiprocess_mode="livemax", unit="ratio")
-SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, CIRCUIT,
-         ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, REFUSED, BUILD, KEY_SPEND, KEY_REFUSED,
+SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, DROPPED,
+         CIRCUIT, ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, REFUSED, BUILD, KEY_SPEND, KEY_REFUSED,
          KEY_BUDGET_USED, KEY_BUDGET_SOFT)
 
 # (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
@@ -276,6 +279,10 @@ def key_refused(key: str, scope: str, limit: str) -> None:
 def key_budget(key: str, used_ratio: float, soft_ratio: float) -> None:
     _set(KEY_BUDGET_USED, (key,), used_ratio)
     _set(KEY_BUDGET_SOFT, (key,), soft_ratio)
+
+
+def stream_event_dropped(provider: str) -> None:
+    _inc(DROPPED, (provider,))
 
 
 def stream_chunks(provider: str, count: int) -> None:

@@ -11,10 +11,18 @@ import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.catalog.schema import Catalog, Model
-from gateway.config.schema import ModelAlias, RetryOverride, RetryPolicy, Settings, Timeouts, TimeoutsOverride
+from gateway.config.schema import (
+    ModelAlias,
+    ProviderSettings,
+    RetryOverride,
+    RetryPolicy,
+    Settings,
+    Timeouts,
+    TimeoutsOverride,
+)
 from gateway.errors import BadRequest, ConfigError, ModelNotFound
 from gateway.suggest import SuggestionIndex
 from gateway.upstream.endpoint import Endpoint
@@ -35,6 +43,8 @@ class Target:
     timeouts: Timeouts
     retry: RetryPolicy
     weight: float = 1.0
+    recovery: Literal["continue", "off"] = "continue"  # continue a stream that broke after content?
+    prefill: Literal["assistant", "prefix", "none"] = "assistant"  # how it continues an answer
 
     @property
     def provider_id(self) -> str:
@@ -113,7 +123,9 @@ class Router:
             retry = _merge_retry(settings.retry, override.retry if override else None)
             for model in provider.models.values():
                 key = f"{provider.id}/{model.id}"
-                target = Target(key, model.id, endpoint, model, timeouts, retry)
+                target = Target(key, model.id, endpoint, model, timeouts, retry,
+                                recovery=_recovery(settings, override, None),
+                                prefill=override.prefill if override else "assistant")
                 self.routes[key] = Route(key, (target,), (), "ordered", timeouts.total, is_alias=False)
         for name, alias in settings.models.items():
             if alias.targets:
@@ -187,7 +199,9 @@ class Router:
             timeouts = _merge_timeouts(_merge_timeouts(settings.timeouts, override.timeouts if override else None),
                                        timeouts_override)
             retry = _merge_retry(_merge_retry(settings.retry, override.retry if override else None), alias.retry)
-            return Target(spec, model_id, endpoints[provider_id], model, timeouts, retry, weight)
+            return Target(spec, model_id, endpoints[provider_id], model, timeouts, retry, weight,
+                          recovery=_recovery(settings, override, alias),
+                          prefill=override.prefill if override else "assistant")
 
         targets = []
         for index, entry in enumerate(alias.targets):
@@ -206,6 +220,16 @@ class Router:
         hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
         return (f"The model `{model}` does not exist on this gateway.{hint} "
                 "List the model ids with GET /v1/models (or `gateway check`).")
+
+
+def _recovery(settings: Settings, provider: ProviderSettings | None,
+              alias: ModelAlias | None) -> Literal["continue", "off"]:
+    """stream_recovery: the alias's, else the provider's, else the global setting."""
+    if alias is not None and alias.stream_recovery is not None:
+        return alias.stream_recovery
+    if provider is not None and provider.stream_recovery is not None:
+        return provider.stream_recovery
+    return settings.stream_recovery
 
 
 def _merge_timeouts(base: Timeouts, override: TimeoutsOverride | None) -> Timeouts:

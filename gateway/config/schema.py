@@ -78,6 +78,13 @@ class ProviderSettings(_Strict):
     # Messages API at base_url (…/v1/messages), `openai` for a chat-completions one.
     wire: Literal["openai", "anthropic"] | None = None
     limits: LimitsConfig | None = None
+    stream_recovery: Literal["continue", "off"] | None = Field(
+        None, description="continue a stream that broke after content from another attempt (default: the "
+                          "global stream_recovery)")
+    prefill: Literal["assistant", "prefix", "none"] = Field(
+        "assistant", description="how this provider continues an answer: a final assistant message "
+                                 "(`assistant`), DeepSeek's `prefix: true` on it (`prefix`), or not at all "
+                                 "(`none`: replay the request and check the prefix)")
     responses_api: bool | None = Field(
         None, description="the provider serves OpenAI's Responses API at {base_url}/responses, so /v1/responses "
                           "passes through untouched (default: true for @ai-sdk/openai, else false)")
@@ -101,6 +108,7 @@ class ModelAlias(_Strict):
         False, description="its targets' embedding models make comparable vectors, so /v1/embeddings may fall "
                            "back between them (otherwise only to the same embedding model)")
     limits: LimitsConfig | None = None
+    stream_recovery: Literal["continue", "off"] | None = None
 
 
 class GatewayKey(_Strict):
@@ -197,6 +205,7 @@ class Settings(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     upstream: UpstreamLimits = Field(default_factory=UpstreamLimits)
+    stream_recovery: Literal["continue", "off"] = "continue"
     publish: PublishSettings = Field(default_factory=PublishSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     _source: str = PrivateAttr("<memory>")

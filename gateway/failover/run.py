@@ -17,16 +17,16 @@ from typing import Any
 
 from gateway import metrics
 from gateway.config.schema import UpstreamLimits
-from gateway.drain import ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, UpstreamError, UpstreamStatusError
 from gateway.failover.attempt import Opened, attempt
 from gateway.failover.backoff import Backoff
 from gateway.failover.breaker import Ticket
 from gateway.failover.classify import Action, Attempt, classify, counts_against_health
+from gateway.failover.continuation import client_stream
 from gateway.failover.deadline import Deadline
 from gateway.failover.health import Health
 from gateway.relay.sse import error_event
-from gateway.relay.stream import EventProcessor, RelayResult, Transcript, relay
+from gateway.relay.stream import EventProcessor, RelayResult
 from gateway.routing import Plan, Target
 from gateway.upstream.formats import Leg, LegChooser, Skip
 from gateway.upstream.formats.by_wire import chat_leg
@@ -43,6 +43,7 @@ class Run:
     stream: bool
     deadline: Deadline
     legs: LegChooser
+    body_size: int = 0
     prompt: int = 0  # estimated prompt tokens (0: too small to matter)
     requested: int = 0  # max output tokens the client asked for
     attempts: list[Attempt] = field(default_factory=list)
@@ -131,7 +132,7 @@ class AllTargetsFailed(GatewayError):
 class Executor:
     def __init__(self, transport: Transport, health: Health, limits: UpstreamLimits) -> None:
         self._transport = transport
-        self._health = health
+        self.health = health
         self._limits = limits
         self._backoffs: dict[Any, Backoff] = {}
 
@@ -141,7 +142,7 @@ class Executor:
     ) -> Served:
         """Try the plan's targets in turn. `legs` chooses each target's dialect and body (default: chat)."""
         run = Run(plan, body, stream, deadline,
-                  legs or (lambda t: chat_leg(t.endpoint.wire, t.model.limit.output, body)),
+                  legs or (lambda t: chat_leg(t.endpoint.wire, t.model.limit.output, body)), body_size,
                   _prompt_tokens(body, plan, body_size), _requested_output(body))
         open_targets: list[tuple[Target, Leg]] = []
         for target in plan.targets:
@@ -150,7 +151,7 @@ class Executor:
                 run.attempts.append(Attempt(target.key, "incompatible", leg.reason, tried=False))
                 continue
             reason = self._skip_reason(target, run)
-            ticket = self._health.admit(target.key) if reason is None else None
+            ticket = self.health.admit(target.key) if reason is None else None
             if reason is None and ticket is None:
                 open_targets.append((target, leg))
                 reason = ("circuit_open", "circuit open after repeated failures")
@@ -177,9 +178,9 @@ class Executor:
         """Every usable target is cooling down: one request per cooldown probes the one that recovers
         first; everyone else is answered at once with the time left."""
         keys = [t.key for t, _ in open_targets]
-        ticket = self._health.admit_early(keys)
+        ticket = self.health.admit_early(keys)
         if ticket is None:
-            raise AllTargetsFailed(run, circuits_open_for=self._health.remaining(keys))
+            raise AllTargetsFailed(run, circuits_open_for=self.health.remaining(keys))
         target, leg = next((t, leg) for t, leg in open_targets if t.key == ticket.key)
         return await self._try_target(run, target, leg, ticket)
 
@@ -215,15 +216,16 @@ class Executor:
             delay = self._backoff(target).delay(tries, getattr(error, "retry_after", None))
             if delay is None or delay >= run.deadline.remaining():
                 return None  # waiting would not fit: better spend the deadline elsewhere
-            if not self._health.still_admitted(ticket):
+            if not self.health.still_admitted(ticket):
                 return None  # that failure opened the circuit
             metrics.retry(target.provider_id, target.upstream_model)
             await asyncio.sleep(delay)
             run.upstream_seconds += delay  # waiting is policy, not gateway overhead
 
     async def attempt_once(self, run: Run, target: Target, leg: Leg, payload: dict[str, Any],
-                           ticket: Ticket) -> Opened | UpstreamError:
-        """One attempt, recorded and settled; the client's own errors (FAIL) are raised."""
+                           ticket: Ticket, *, client_errors: bool = True) -> Opened | UpstreamError:
+        """One attempt, recorded and settled; the client's own errors (FAIL) are raised unless
+        `client_errors` is False (a continuation's refusal is one more failed attempt)."""
         started = time.monotonic()
         try:
             opened = await attempt(self._transport, target, leg, payload, stream=run.stream,
@@ -232,17 +234,17 @@ class Executor:
         except UpstreamError as error:
             run.upstream_seconds += time.monotonic() - started
             self._failed(run, target, ticket, error)
-            if classify(error) is Action.FAIL:
+            if client_errors and classify(error) is Action.FAIL:
                 raise
             return error
         except BaseException:
-            self._health.released(ticket)
+            self.health.released(ticket)
             raise
         now = time.monotonic()
         run.upstream_seconds += now - started
         if not run.stream:
-            self._health.succeeded(ticket)  # a stream is judged when it ends (see `stream`)
-        self._health.latency.observe(target.key, now - started)
+            self.health.succeeded(ticket)  # a stream is judged when it ends (see `stream`)
+        self.health.latency.observe(target.key, now - started)
         metrics.attempt(target.provider_id, target.upstream_model, "success")
         run.attempts.append(Attempt(target.key, "success", "served"))
         return opened
@@ -254,52 +256,29 @@ class Executor:
         run.errors.append(error)
         metrics.attempt(target.provider_id, target.upstream_model, error.error_type)
         if counts_against_health(error):
-            self._health.failed(ticket, getattr(error, "retry_after", None))
+            self.health.failed(ticket, getattr(error, "retry_after", None))
         else:
-            self._health.released(ticket)
+            self.health.released(ticket)
         if error.error_type == "context_length":
             run.context_failed_at = max(run.context_failed_at or 0, target.context_limit or 0)
 
-    async def stream(
+    def stream(
         self, served: Served, *, wants_usage: bool, result: RelayResult, recover: bool,
         process: EventProcessor | None, failure: Callable[[dict[str, Any]], bytes],
     ) -> AsyncGenerator[bytes, None]:
-        """The client's stream: the served attempt relayed; its target judged when the stream ends."""
-        opened = served.opened
-        verdict: UpstreamError | None = None
-        try:
-            secrets = served.target.endpoint.secrets
-            pieces = relay(opened.response, opened.splitter, opened.held, wants_usage=wants_usage,
-                           expires=served.run.deadline.expires, idle=served.target.timeouts.idle, result=result,
-                           transcript=Transcript(), secrets=secrets, process=process)
-            try:
-                async for piece in pieces:
-                    yield piece
-            except UpstreamError as error:
-                verdict = error
-                error.mask(secrets.mask)
-                result.error_type = error.error_type
-                yield failure(error.to_body())
-            except asyncio.CancelledError:
-                if not consume_cut():
-                    raise
-                # The drain deadline (SIGTERM): the client learns the answer is incomplete, in its
-                # protocol's own error event, never a silent cut; no verdict on the upstream.
-                shutting_down = ShuttingDown()
-                result.error_type = shutting_down.code
-                yield failure(shutting_down.to_body())
-        finally:
-            opened.response.close()  # a no-op after a clean end; otherwise the upstream is dropped now
-            self._judge(served, result, verdict)
+        """The client's stream: the served attempt relayed, continued after a break where it can be
+        (failover/continuation.py), each attempt's target judged when its part ends."""
+        return client_stream(self, served, wants_usage=wants_usage, result=result, recover=recover,
+                             process=process, failure=failure)
 
-    def _judge(self, served: Served, result: RelayResult, error: UpstreamError | None) -> None:
-        """A stream's target is judged when the stream ends: one that breaks streams is unhealthy."""
+    def settle(self, ticket: Ticket, error: UpstreamError | None, *, completed: bool) -> None:
+        """A stream attempt's verdict: one that breaks streams is unhealthy; a client that left, no verdict."""
         if error is not None and counts_against_health(error):
-            self._health.failed(served.ticket)
-        elif error is None and result.completed:
-            self._health.succeeded(served.ticket)
+            self.health.failed(ticket)
+        elif error is None and completed:
+            self.health.succeeded(ticket)
         else:
-            self._health.released(served.ticket)  # the client left: no verdict on the upstream
+            self.health.released(ticket)
 
     def _backoff(self, target: Target) -> Backoff:
         backoff = self._backoffs.get(target.retry)

@@ -172,10 +172,10 @@ async def test_slow_first_token_fails_over_before_anything_is_sent(start_gateway
         assert models_seen(up) == ["m1", "m2"]
 
 
-async def test_stream_cut_mid_answer_ends_with_an_error_event(start_gateway: GatewayFactory) -> None:
+async def test_stream_cut_mid_answer_without_recovery_ends_with_an_error_event(start_gateway: GatewayFactory) -> None:
     async with FakeUpstream() as up:
         up.script(cut_after(2, "one two three four"))
-        gw = await gateway(start_gateway, up)
+        gw = await gateway(start_gateway, up, stream_recovery="off")
         response = await gw.chat({"model": "pair", "stream": True, **ASK})
         events = sse_events(response.text)
         assert "[DONE]" not in events
@@ -184,10 +184,12 @@ async def test_stream_cut_mid_answer_ends_with_an_error_event(start_gateway: Gat
         assert models_seen(up) == ["m1"], "after content was sent there is no failing over"
 
 
-async def test_stream_stall_after_content_ends_with_an_error_event(start_gateway: GatewayFactory) -> None:
+async def test_stream_stall_after_content_without_recovery_ends_with_an_error_event(
+    start_gateway: GatewayFactory,
+) -> None:
     async with FakeUpstream() as up:
         up.script(stream([chunk(role="assistant", content=""), chunk(content="partial"), stall()], done=False))
-        gw = await gateway(start_gateway, up, timeouts={"idle": 0.3, "total": 5})
+        gw = await gateway(start_gateway, up, timeouts={"idle": 0.3, "total": 5}, stream_recovery="off")
         started = time.monotonic()
         response = await gw.chat({"model": "acme/m1", "stream": True, **ASK})
         events = sse_events(response.text)
@@ -197,10 +199,12 @@ async def test_stream_stall_after_content_ends_with_an_error_event(start_gateway
         await up.wait_disconnect(timeout=5)
 
 
-async def test_malformed_chunk_after_content_ends_with_an_error_event(start_gateway: GatewayFactory) -> None:
+async def test_malformed_chunk_after_content_without_recovery_ends_with_an_error_event(
+    start_gateway: GatewayFactory,
+) -> None:
     async with FakeUpstream() as up:
         up.script(stream([chunk(role="assistant", content=""), chunk(content="ok so far"), b"data: {nope\n\n"]))
-        gw = await gateway(start_gateway, up)
+        gw = await gateway(start_gateway, up, stream_recovery="off")
         response = await gw.chat({"model": "acme/m1", "stream": True, **ASK})
         events = sse_events(response.text)
         assert "[DONE]" not in events and events[-2] == "event:error"
@@ -329,7 +333,7 @@ async def test_all_circuits_open_tries_the_one_that_recovers_first(start_gateway
 async def test_streams_cut_after_content_count_against_the_target(start_gateway: GatewayFactory) -> None:
     async with FakeUpstream() as up:
         up.script(cut_after(1, "one two"), cut_after(1, "one two"))
-        gw = await gateway(start_gateway, up, breaker={"failures": 2, "cooldown": 60})
+        gw = await gateway(start_gateway, up, breaker={"failures": 2, "cooldown": 60}, stream_recovery="off")
         for _ in range(2):
             events = sse_events((await gw.chat({"model": "pair", "stream": True, **ASK})).text)
             assert events[-2] == "event:error"

@@ -98,7 +98,7 @@ class _Ok(Reply):
     async def respond(self, conn: _Conn, request: Received) -> None:
         body = request.json if isinstance(request.json, dict) else {}
         model = self.model or str(body.get("model", "fake"))
-        words = _WORDS.findall(self.text)
+        words = _WORDS.findall(_continued(self.text, body))
         usage = self.usage or {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
         if not body.get("stream"):
             if self.first_token_delay:
@@ -403,6 +403,16 @@ def chunk(content: str | None = None, role: str | None = None, finish_reason: st
     if tool_calls is not None:
         delta["tool_calls"] = tool_calls
     return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+
+def _continued(text: str, body: dict[str, Any]) -> str:
+    """Like a model given its own answer's beginning as a final assistant message (prefill): the rest."""
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    prefix = last.get("content") if isinstance(last, dict) and last.get("role") == "assistant" else None
+    if isinstance(prefix, str) and text.startswith(prefix):
+        return text[len(prefix):]
+    return text
 
 
 def _event(data: dict[str, Any]) -> bytes:
