@@ -489,8 +489,8 @@ class FakeUpstream:
     async def wait_for_requests(self, n: int, timeout: float = 5) -> None:
         await self._wait(lambda: len(self.received) >= n, timeout)
 
-    async def wait_disconnect(self, timeout: float = 5) -> None:
-        await self._wait(lambda: self.disconnects >= 1, timeout)
+    async def wait_disconnect(self, timeout: float = 5, count: int = 1) -> None:
+        await self._wait(lambda: self.disconnects >= count, timeout)
 
     async def _wait(self, condition: Any, timeout: float) -> None:
         assert self._changed is not None
