@@ -127,9 +127,10 @@ def test_what_chat_cannot_express_is_refused_by_name(body: dict[str, Any], param
 # ---------------------------------------------------------------- replayed through a running gateway
 
 
-async def gateway_for(start_gateway: GatewayFactory, up: FakeUpstream) -> RunningGateway:
+async def gateway_for(start_gateway: GatewayFactory, up: FakeUpstream, **extra: Any) -> RunningGateway:
     catalog = provider_json("acme", up.base_url, [model_json("m1"), model_json("think", reasoning=True)])
-    config = {**FAST_POLICY, "models": {"fast": {"targets": ["acme/m1"]}, "thinker": {"targets": ["acme/think"]}}}
+    config = {**FAST_POLICY, "models": {"fast": {"targets": ["acme/m1"]}, "thinker": {"targets": ["acme/think"]}},
+              **extra}
     return await start_gateway(config, catalogs=[catalog], environ={"ACME_API_KEY": "sk-acme-golden-0001"})
 
 
@@ -163,7 +164,7 @@ async def test_replayed_answer_through_the_gateway(start_gateway: GatewayFactory
 async def test_a_stream_cut_after_content_ends_with_response_failed(start_gateway: GatewayFactory) -> None:
     async with FakeUpstream() as up:
         up.script(stream([chunk(role="assistant", content=""), chunk(content="Hello"), chunk(content=" wor"), cut()]))
-        gw = await gateway_for(start_gateway, up)
+        gw = await gateway_for(start_gateway, up, stream_recovery="off")  # on, the cut would be continued
         response = await gw.client.post("/v1/responses", json={"model": "fast", "input": "hi", "stream": True})
     events = parse_events(response.text)
     kinds = [kind for kind, _ in events]
