@@ -361,13 +361,14 @@ def sse(kind: bytes, body: dict[str, Any]) -> bytes:
 class StreamTranslator:
     """Chat chunks in (each a parsed chunk), Messages SSE events out, in order, block by block."""
 
-    __slots__ = ("_block", "_id", "_index", "_model", "_reason", "_started", "_tools", "_usage")
+    __slots__ = ("_block", "_id", "_index", "_model", "_reason", "_started", "_text_prefix", "_tools", "_usage")
 
     def __init__(self, model: str) -> None:
         self._model = model
         self._id = "msg_gateway"
         self._started = False
         self._block: str | None = None  # the kind of the open content block
+        self._text_prefix = b""
         self._index = -1
         self._tools: dict[int, int] = {}  # chat tool_calls index -> Messages block index
         self._reason: str | None = None
@@ -404,7 +405,8 @@ class StreamTranslator:
                 self._thinking_block(block, out)
             if delta.get("content"):
                 self._open("text", {"type": "text", "text": ""}, out)
-                out.append(self._delta({"type": "text_delta", "text": delta["content"]}))
+                # The hot case, written without building the event as a dict first.
+                out.append(self._text_prefix + orjson.dumps(delta["content"]) + b"}}\n\n")
             for call in delta.get("tool_calls") or ():
                 self._tool_call(call, out)
             if choice.get("finish_reason"):
@@ -463,6 +465,9 @@ class StreamTranslator:
         self._close(out)
         self._index += 1
         self._block = kind
+        if kind == "text":
+            self._text_prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+                                 b'"delta":{"type":"text_delta","text":' % self._index)
         out.append(sse(b"content_block_start", {"type": "content_block_start", "index": self._index,
                                                 "content_block": block}))
 
