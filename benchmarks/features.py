@@ -44,8 +44,10 @@ FEATURES: tuple[Feature, ...] = (
         # A key with a request-rate limit and a spend budget that the load stays far under, so every
         # request pays for the checks and the accounting but none is refused.
         config={"auth": {"keys": [{"name": "bench", "key": "${BENCH_GATEWAY_KEY}",
-                                   "limits": {"rpm": 100_000_000, "tpm": 1_000_000_000,
+                                   "limits": {"rpm": 100_000_000, "tpm": 100_000_000_000,
                                               "budget_usd": 1_000_000, "period": "month"}}]}},
+        note="One key with RPM, TPM and a monthly budget: one SQLite transaction per admission (BEGIN IMMEDIATE), "
+             "settlements batched with the ledger rows off the hot path (the plain gateway writes ledger rows too).",
     ),
     Feature(
         "limits + budgets (Redis backend)", "plain",

@@ -40,6 +40,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ledger_by_time ON ledger (at);
     """,
+    # 2: per-worker running sums instead of one hold row per request, so admission is O(1) whatever is
+    #    in flight, and a dead worker's reservations are given back when its heartbeat stops
+    """
+    CREATE TABLE spend_by_worker (
+        scope TEXT NOT NULL, period TEXT NOT NULL, worker TEXT NOT NULL, spent REAL NOT NULL, reserved REAL NOT NULL,
+        PRIMARY KEY (scope, period, worker)
+    ) WITHOUT ROWID;
+    INSERT INTO spend_by_worker (scope, period, worker, spent, reserved) SELECT scope, period, '', spent, 0 FROM spend;
+    DROP TABLE spend;
+    ALTER TABLE spend_by_worker RENAME TO spend;
+    DROP TABLE holds;
+    CREATE TABLE inflight (
+        scope TEXT NOT NULL, worker TEXT NOT NULL, count REAL NOT NULL, PRIMARY KEY (scope, worker)
+    ) WITHOUT ROWID;
+    CREATE TABLE workers (id TEXT PRIMARY KEY, seen REAL NOT NULL) WITHOUT ROWID;
+    """,
 )
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -86,6 +88,11 @@ class SQLiteStore:
         migrate(self._db, path)
         self._background_db = _connect(path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-state")
+        # Reservations are kept per worker, so a worker that dies leaves nothing held: the others see
+        # its heartbeat stop and give its reservations back.
+        self.worker = secrets.token_hex(8)
+        self._last_beat = 0.0
+        self._last_sweep = 0.0
 
     @property
     def keys(self) -> SQLiteStore:
@@ -100,9 +107,15 @@ class SQLiteStore:
         return self
 
     async def close(self) -> None:
+        await self._in_background(self._retire)
         await self._in_background(self._background_db.close)
         self._thread.shutdown(wait=True)
         self._db.close()
+
+    def _retire(self) -> None:
+        """A clean exit: nothing of this worker is in flight any more."""
+        with _write(self._background_db) as db:
+            _forget(db, self.worker)
 
     async def _in_background(self, work: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
@@ -142,38 +155,52 @@ class SQLiteStore:
 
     async def admit(self, checks: Sequence[Check], now: float) -> Verdict:
         with _write(self._db) as db:
-            states: list[CheckState] = []
-            refused: int | None = None
-            retry_after = 0.0
-            levels: list[float] = []
-            for index, check in enumerate(checks):
-                state, level, wait = _evaluate(db, check, now)
-                states.append(state)
-                levels.append(level)
-                if wait is not None and refused is None:
-                    refused, retry_after = index, wait
-            if refused is not None:
-                return Verdict(False, tuple(states), refused, retry_after)
-            holds: list[int | None] = []
-            for check, level in zip(checks, levels, strict=True):
-                holds.append(_reserve(db, check, level, now))
-        return Verdict(True, tuple(states), grant=tuple(holds))
+            verdict, levels = self._decide(db, checks, now)
+            if not verdict.granted and checks[verdict.refused or 0].kind in ("concurrency", "spend") \
+                    and _sweep(db, self.worker, time.time()):
+                verdict, levels = self._decide(db, checks, now)  # a dead worker's reservations were given back
+            if verdict.granted:
+                for check, level in zip(checks, levels, strict=True):
+                    _reserve(db, check, level, now, self.worker)
+        return verdict
+
+    @staticmethod
+    def _decide(db: sqlite3.Connection, checks: Sequence[Check], now: float) -> tuple[Verdict, list[float]]:
+        states: list[CheckState] = []
+        levels: list[float] = []
+        refused: int | None = None
+        retry_after = 0.0
+        for index, check in enumerate(checks):
+            state, level, wait = _evaluate(db, check, now)
+            states.append(state)
+            levels.append(level)
+            if wait is not None and refused is None:
+                refused, retry_after = index, wait
+        if refused is not None:
+            return Verdict(False, tuple(states), refused, retry_after), levels
+        return Verdict(True, tuple(states)), levels
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
-        if settlements:
+        """Also this worker's heartbeat: an empty batch still says it is alive (at most once a second)."""
+        if settlements or time.time() - self._last_beat >= 1.0:
             await self._in_background(self._settle, settlements)
 
     def _settle(self, settlements: Sequence[Settlement]) -> None:
+        beat = time.time()
         with _write(self._background_db) as db:
             for settlement in settlements:
-                for check, actual, hold in zip(settlement.checks, settlement.actual, settlement.grant, strict=True):
-                    _apply(db, check, actual, hold)
-            if settlements:
-                db.execute("DELETE FROM holds WHERE expires < ?", (settlements[-1].now,))
+                for check, actual in zip(settlement.checks, settlement.actual, strict=True):
+                    _apply(db, check, actual, self.worker)
+            db.execute("INSERT OR REPLACE INTO workers (id, seen) VALUES (?, ?)", (self.worker, beat))
+            if beat - self._last_sweep >= _SWEEP_SECONDS:
+                _sweep(db, self.worker, beat)
+                self._last_sweep = beat
+        self._last_beat = beat
 
     async def spent(self, scope: str, period: str) -> float:
-        row = self._db.execute("SELECT spent FROM spend WHERE scope = ? AND period = ?", (scope, period)).fetchone()
-        return float(row[0]) if row else 0.0
+        row = self._db.execute("SELECT total(spent) FROM spend WHERE scope = ? AND period = ?",
+                               (scope, period)).fetchone()
+        return float(row[0])
 
     # ------------------------------------------------------------------ ledger
 
@@ -210,55 +237,78 @@ class SQLiteStore:
 
 
 def _evaluate(db: sqlite3.Connection, check: Check, now: float) -> tuple[CheckState, float, float | None]:
-    """The check's state now, the level to build on, and the wait before it passes (None: it passes)."""
+    """The check's state now, the level to build on, and the wait before it passes (None: it passes).
+
+    A few indexed rows per check (one per worker at most): bucket levels, in-flight counts and
+    reserved sums are kept up to date in place, so admission costs the same whatever is in flight.
+    """
     if check.kind == "requests" or check.kind == "tokens":
         rate = check.limit / WINDOW_SECONDS
-        row = db.execute("SELECT level, at FROM buckets WHERE scope = ? AND kind = ?",
-                         (check.scope, check.kind)).fetchone()
+        row = db.execute(_BUCKET, (check.scope, check.kind)).fetchone()
         level = max(0.0, row[0] - (now - row[1]) * rate) if row else 0.0
         over = level + min(check.amount, check.limit) - check.limit
         after = level + check.amount if over <= 0 else level
         state = CheckState(after, max(0.0, check.limit - after), after / rate if rate else 0.0)
         return state, level, (over / rate if rate else WINDOW_SECONDS) if over > 0 else None
     if check.kind == "concurrency":
-        count = db.execute("SELECT count(*) FROM holds WHERE scope = ? AND kind = 'concurrency' AND expires > ?",
-                           (check.scope, now)).fetchone()[0]
-        passes = count + check.amount <= check.limit
-        after = count + check.amount if passes else count
-        return CheckState(after, max(0.0, check.limit - after), 0.0), 0.0, None if passes else 0.0
-    spent_row = db.execute("SELECT spent FROM spend WHERE scope = ? AND period = ?",
-                           (check.scope, check.period)).fetchone()
-    reserved = db.execute("SELECT total(amount) FROM holds WHERE scope = ? AND kind = 'spend' AND period = ? "
-                          "AND expires > ?", (check.scope, check.period, now)).fetchone()[0]
-    used = (spent_row[0] if spent_row else 0.0) + reserved
-    passes = used < check.limit
+        used = db.execute("SELECT total(count) FROM inflight WHERE scope = ?", (check.scope,)).fetchone()[0]
+    else:
+        used = db.execute("SELECT total(spent + reserved) FROM spend WHERE scope = ? AND period = ?",
+                          (check.scope, check.period)).fetchone()[0]
+    passes = used + check.amount <= check.limit if check.kind == "concurrency" else used < check.limit
     after = used + check.amount if passes else used
     return CheckState(after, max(0.0, check.limit - after), 0.0), 0.0, None if passes else 0.0
 
 
-def _reserve(db: sqlite3.Connection, check: Check, level: float, now: float) -> int | None:
+_BUCKET = "SELECT level, at FROM buckets WHERE scope = ? AND kind = ?"
+_SET_BUCKET = "INSERT OR REPLACE INTO buckets (scope, kind, level, at) VALUES (?, ?, ?, ?)"
+_HOLD_SLOT = ("INSERT INTO inflight (scope, worker, count) VALUES (?, ?, ?) "
+              "ON CONFLICT (scope, worker) DO UPDATE SET count = count + excluded.count")
+_RESERVE = ("INSERT INTO spend (scope, period, worker, spent, reserved) VALUES (?, ?, ?, 0, ?) "
+            "ON CONFLICT (scope, period, worker) DO UPDATE SET reserved = reserved + excluded.reserved")
+_SWEEP_SECONDS = 5.0
+_DEAD_AFTER = 15.0  # seconds without a heartbeat (one a second) before a worker's reservations are given back
+
+
+def _reserve(db: sqlite3.Connection, check: Check, level: float, now: float, worker: str) -> None:
     if check.kind == "requests" or check.kind == "tokens":
-        db.execute("INSERT OR REPLACE INTO buckets (scope, kind, level, at) VALUES (?, ?, ?, ?)",
-                   (check.scope, check.kind, level + check.amount, now))
-        return None
-    cursor = db.execute("INSERT INTO holds (scope, kind, period, amount, expires) VALUES (?, ?, ?, ?, ?)",
-                        (check.scope, check.kind, check.period, check.amount, check.expires))
-    return cursor.lastrowid
+        db.execute(_SET_BUCKET, (check.scope, check.kind, level + check.amount, now))
+    elif check.kind == "concurrency":
+        db.execute(_HOLD_SLOT, (check.scope, worker, check.amount))
+    else:
+        db.execute(_RESERVE, (check.scope, check.period, worker, check.amount))
 
 
-def _apply(db: sqlite3.Connection, check: Check, actual: float, hold: int | None) -> None:
+def _apply(db: sqlite3.Connection, check: Check, actual: float, worker: str) -> None:
     if check.kind == "tokens":
         if actual != check.amount:
             db.execute("UPDATE buckets SET level = max(0.0, level + ?) WHERE scope = ? AND kind = 'tokens'",
                        (actual - check.amount, check.scope))
     elif check.kind == "concurrency":
-        db.execute("DELETE FROM holds WHERE id = ?", (hold,))
+        db.execute("UPDATE inflight SET count = max(0.0, count - ?) WHERE scope = ? AND worker = ?",
+                   (check.amount, check.scope, worker))
     elif check.kind == "spend":
-        db.execute("DELETE FROM holds WHERE id = ?", (hold,))
-        if actual:
-            db.execute("INSERT INTO spend (scope, period, spent) VALUES (?, ?, ?) "
-                       "ON CONFLICT (scope, period) DO UPDATE SET spent = spent + excluded.spent",
-                       (check.scope, check.period, actual))
+        db.execute("UPDATE spend SET reserved = max(0.0, reserved - ?), spent = spent + ? "
+                   "WHERE scope = ? AND period = ? AND worker = ?",
+                   (check.amount, actual, check.scope, check.period, worker))
+
+
+def _sweep(db: sqlite3.Connection, me: str, now: float) -> int:
+    """Give back what workers that stopped beating (killed, crashed) still held; True if there were any."""
+    dead = [r[0] for r in db.execute("SELECT id FROM workers WHERE seen < ? AND id != ?", (now - _DEAD_AFTER, me))]
+    for worker in dead:
+        _forget(db, worker)
+    return len(dead)
+
+
+def _forget(db: sqlite3.Connection, worker: str) -> None:
+    """Fold a gone worker's spend into the shared row and drop what it had reserved or in flight."""
+    db.execute("INSERT INTO spend (scope, period, worker, spent, reserved) "
+               "SELECT scope, period, '', spent, 0 FROM spend WHERE worker = ? AND true "
+               "ON CONFLICT (scope, period, worker) DO UPDATE SET spent = spent + excluded.spent", (worker,))
+    db.execute("DELETE FROM spend WHERE worker = ?", (worker,))
+    db.execute("DELETE FROM inflight WHERE worker = ?", (worker,))
+    db.execute("DELETE FROM workers WHERE id = ?", (worker,))
 
 
 _KEY_COLUMNS = "name, digest, prefix, created_at, updated_at, revoked_at, expires_at, models, limits, metadata"

@@ -11,10 +11,12 @@ Contract of the counters (what every backend must keep):
 - `requests` and `tokens` checks are buckets that drain continuously: `limit` per 60 s. A check
   passes when the bucket's level plus its amount fits the limit (an amount larger than the whole
   limit passes only into an empty bucket, so no request is refused forever).
-- `concurrency` checks count holds that are not yet settled (a crashed worker's holds expire at
-  `expires`).
+- `concurrency` checks count requests admitted and not yet settled.
 - `spend` checks pass while spent + reserved (within `period`) is below the limit; the amount is
   then reserved until it is settled.
+- What a worker that dies holds (in-flight slots, reservations) is given back: SQLite keeps them
+  per worker and gives back a worker's when its heartbeat stops; a backend with expiring keys may
+  use `expires` instead.
 - `settle(settlements)` replaces each grant's reservations with what was really used: tokens put
   back into (or taken out of) the buckets, spend added to the grant's period, holds released.
   Settlements may be batched; a backend applies them in one round trip.

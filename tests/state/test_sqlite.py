@@ -82,29 +82,30 @@ async def test_admission_is_all_or_nothing_and_reports_the_refusing_check(tmp_pa
         await store.close()
 
 
-async def test_concurrency_holds_and_spend_reservations_until_settled(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "state.db"))
+async def test_reservations_hold_until_settled_and_a_dead_workers_are_given_back(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store, other = SQLiteStore(path), SQLiteStore(path)
     try:
-        checks = (Check("key:a", "concurrency", 1, 1, expires=NOW + 60),
-                  Check("key:a", "spend", 1.0, 0.7, period="day:x", expires=NOW + 60))
+        checks = (Check("key:a", "concurrency", 1, 1), Check("key:a", "spend", 1.0, 0.7, period="day:x"))
+        assert (await other.admit(checks, NOW)).granted
+        await other.settle([])  # its heartbeat
+        assert not (await store.admit(checks, NOW)).granted  # the other worker's request is in flight
+        with sqlite3.connect(path) as db:  # the other worker is killed: its heartbeat stops
+            db.execute("UPDATE workers SET seen = 0 WHERE id = ?", (other.worker,))
         first = await store.admit(checks, NOW)
-        assert first.granted
-        assert not (await store.admit(checks, NOW)).granted  # one in flight
-        # A crashed worker's hold stops counting once it expires.
-        late = await store.admit(checks[:1], NOW + 61)
-        assert late.granted
-        await store.settle([Settlement(checks[:1], (1,), late.grant, NOW)])
+        assert first.granted  # what the dead worker held was given back
         await store.settle([Settlement(checks, (1, 0.4), first.grant, NOW)])
         assert await store.spent("key:a", "day:x") == pytest.approx(0.4)
         again = await store.admit(checks, NOW)
         assert again.granted  # 0.4 spent < 1.0: admitted, reserving 0.7 (overshoot bounded by it)
         assert not (await store.admit((checks[1],), NOW)).granted  # 0.4 + 0.7 reserved >= 1.0
         await store.settle([Settlement(checks, (1, 0.7), again.grant, NOW)])
+        assert await store.spent("key:a", "day:x") == pytest.approx(1.1)
         assert not (await store.admit((checks[1],), NOW)).granted
-        assert (await store.admit((Check("key:a", "spend", 1.0, 0.7, period="day:y", expires=NOW + 60),),
-                                  NOW)).granted
+        assert (await store.admit((Check("key:a", "spend", 1.0, 0.7, period="day:y"),), NOW)).granted
     finally:
         await store.close()
+        await other.close()
 
 
 async def test_ledger_rows_sum_by_group_and_prune(tmp_path: Path) -> None:
