@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,10 +199,12 @@ async def test_the_ledger_matches_the_upstream_after_1000_mixed_requests(tmp_pat
             statuses = await load(gateway.url, list(mixed_prompts(1000)))
         finally:
             gateway.stop()  # a clean stop writes the last batch
-        assert statuses.count(200) == 800 and statuses.count(400) == 100 and statuses.count(499) == 100
         rows = ledger(config)
-        assert len(rows) == 1000
-        assert sum(r["attempts"] for r in rows) == len(up.received) == 1000
+        seen = (Counter(statuses), Counter((r["status"], r["error_type"], r["attempts"]) for r in rows),
+                len(up.received))
+        assert statuses.count(200) == 800 and statuses.count(400) == 100 and statuses.count(499) == 100, seen
+        assert len(rows) == 1000, seen
+        assert sum(r["attempts"] for r in rows) == len(up.received) == 1000, seen
         assert sum(1 for r in rows if r["status"] == 200 and r["error_type"] is None) == 800
         assert {r["key"] for r in rows} == {"team"}
         assert sum(r["output_tokens"] for r in rows if r["status"] == 200) == 800 * 2
