@@ -17,14 +17,20 @@ DONE = b"[DONE]"
 # Delta fields that are part of the answer: the first of them commits a stream to its target.
 # `function_call` is the legacy form of a tool call; `audio` carries spoken output.
 _CONTENT_FIELDS = ("content", "tool_calls", "function_call", "reasoning_content", "reasoning", "refusal", "audio")
+_CONTENT_SET = frozenset(_CONTENT_FIELDS)
+_TOOL_FIELDS = frozenset({"tool_calls", "function_call"})
+_REASONING_FIELDS = frozenset({"reasoning_content", "reasoning"})
 
 
 class MalformedChunk(ValueError):
     """The event is not a chat-completion chunk; the message says why (no upstream text in it)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
+    """One interpreted event. Not frozen: one is built per stream event, and a frozen dataclass
+    pays an object.__setattr__ call per field; nothing keeps or mutates a Chunk after it is read."""
+
     data: dict[str, Any] | None = None  # the parsed chunk (None for [DONE])
     done: bool = False  # the upstream's `data: [DONE]`
     content: bool = False  # carries part of the answer (text, tool call, reasoning, refusal, audio)
@@ -80,17 +86,17 @@ def interpret(data: bytes) -> Chunk:
         reason = choice.get("finish_reason")
         if reason:
             finish = str(reason)
-        for name in _CONTENT_FIELDS:
-            if delta.get(name):
-                content = True
-                break
-        if delta.get("tool_calls") or delta.get("function_call"):
-            tool = True
-        if delta.get("reasoning_content") or delta.get("reasoning"):
-            reasoning = True
-        piece = delta.get("content")
-        if isinstance(piece, str) and piece and choice.get("index", 0) == 0:
-            text += piece
+        # One pass over the delta's own keys (usually one or two) rather than a lookup per known field.
+        for name, value in delta.items():
+            if not value or name not in _CONTENT_SET:
+                continue
+            content = True
+            if name in _TOOL_FIELDS:
+                tool = True
+            elif name in _REASONING_FIELDS:
+                reasoning = True
+            elif name == "content" and isinstance(value, str) and choice.get("index", 0) == 0:
+                text += value
     usage = parsed.get("usage")
     return Chunk(parsed, content=content, text=text, tool=tool, reasoning=reasoning, finish_reason=finish,
                  usage=usage if isinstance(usage, dict) and usage else None, choices=len(choices))

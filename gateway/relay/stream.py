@@ -101,17 +101,18 @@ async def relay(
             out: list[bytes] = []
             try:
                 if process is None:
-                    done = _process(pending, out, result, transcript, wants_usage, edit, secrets)
+                    done = _process(pending, out, result, transcript, wants_usage, edit)
                 else:
                     done = process(pending, out, result, wants_usage, secrets)
             except UpstreamError:
                 if out:
-                    yield b"".join(out)  # what came before the bad event is still the client's
+                    yield secrets.mask_bytes(b"".join(out))  # what came before the bad event is still the client's
                 raise
             if out:
                 if result.first_write_at is None:
                     result.first_write_at = time.monotonic()
-                yield b"".join(out)
+                # Masked once per read rather than per event: same bytes, one scan.
+                yield secrets.mask_bytes(b"".join(out))
             if done:
                 result.completed = clean = True
                 return
@@ -142,12 +143,12 @@ async def relay(
 
 
 def _process(events: list[bytes], out: list[bytes], result: RelayResult, transcript: Transcript,
-             wants_usage: bool, edit: Edit | None, secrets: Secrets) -> bool:
+             wants_usage: bool, edit: Edit | None) -> bool:
     """Append what the client should get to `out`; True once the upstream's [DONE] arrived."""
     for event in events:
         data = event_data(event)
         if data is None:
-            out.append(secrets.mask_bytes(event) + b"\n\n")  # comments and keep-alives pass through
+            out.append(event + b"\n\n")  # comments and keep-alives pass through
             continue
         try:
             chunk = interpret(data)
@@ -174,7 +175,7 @@ def _process(events: list[bytes], out: list[bytes], result: RelayResult, transcr
             text = chunk.text
         transcript.add(chunk, text)
         result.chunks += 1
-        out.append(secrets.mask_bytes(event) + b"\n\n")
+        out.append(event + b"\n\n")
     return False
 
 
