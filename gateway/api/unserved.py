@@ -7,12 +7,26 @@ not guess from a bare 404 or an HTML page. WebSocket attempts are answered the s
 
 from __future__ import annotations
 
+import logging
+
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.send import new_request_id, send_error
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 
 RESPONSES_PATH = "/v1/responses"
+
+
+class _AnsweredHandshakeFilter(logging.Filter):
+    """uvicorn's WebSocket protocol logs a handshake refused with an HTTP answer (our 426/404, sent through
+    ASGI's websocket.http.response extension) as an error, although the client got that answer. Every
+    WebSocket request reaches `websocket()` below, which always answers, so the line is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+logging.getLogger("uvicorn.error").addFilter(_AnsweredHandshakeFilter())
 
 SERVED = ("POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, GET /v1/models, "
           "GET /v1/models/{id}")

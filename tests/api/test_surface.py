@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -61,8 +63,19 @@ async def test_unknown_path_is_still_an_openai_404(start_gateway: GatewayFactory
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 
 
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 async def test_responses_websocket_upgrade_is_426(start_gateway: GatewayFactory) -> None:
     gw = await start_gateway({})
+    errors = _Errors()
+    logging.getLogger("uvicorn.error").addHandler(errors)  # uvicorn's loggers do not reach the root logger
     ws_url = gw.base_url.replace("http://", "ws://") + "/v1/responses"
     with pytest.raises(InvalidStatus) as refused:
         async with connect(ws_url, open_timeout=5):
@@ -76,5 +89,7 @@ async def test_responses_websocket_upgrade_is_426(start_gateway: GatewayFactory)
     # An upgrade request that reaches the HTTP side (here: without `Connection: upgrade`) gets the same answer.
     upgrade = await gw.client.get("/v1/responses", headers={"upgrade": "websocket"})
     assert upgrade.status_code == 426, upgrade.text
+    logging.getLogger("uvicorn.error").removeHandler(errors)
+    assert errors.lines == [], "a handshake answered with 426/404 is not an error"
     plain = await gw.client.get("/v1/responses")
     assert plain.status_code == 405 and plain.json()["error"]["code"] == "method_not_allowed"
