@@ -61,13 +61,10 @@ class Health:
         return self.breaker(key).admit(self.clock())
 
     def admit_early(self, keys: Iterable[str]) -> Ticket | None:
-        """Every target is open: an early probe of the one whose cooldown ends first, once per cooldown."""
-        now = self.clock()
-        for key in sorted(keys, key=lambda k: self.breaker(k).opened_until):
-            ticket = self.breaker(key).admit_early(now)
-            if ticket is not None:
-                return ticket
-        return None
+        """Every target is open: an early probe of the one whose cooldown ends first, once per its
+        cooldown; None while that probe is out (everyone else is shed)."""
+        first = min(keys, key=lambda k: self.breaker(k).opened_until, default=None)
+        return None if first is None else self.breaker(first).admit_early(self.clock())
 
     def remaining(self, keys: Iterable[str]) -> float:
         """Seconds until the first of these circuits lets a probe through."""
