@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, model_validator
 
 
 class _Strict(BaseModel):
@@ -16,7 +16,12 @@ class Timeouts(_Strict):
 
     connect: float = Field(5.0, gt=0)
     first_byte: float = Field(30.0, gt=0)
-    first_token: float = Field(120.0, gt=0)
+    first_token: PositiveFloat | Literal["auto"] = Field(
+        "auto", description="seconds, or `auto`: learned per target from its recent times to first token")
+    first_token_floor: float = Field(1.0, gt=0, description="`auto` never waits less than this")
+    first_token_ceiling: float = Field(30.0, gt=0, description="`auto` never waits longer than this")
+    first_token_ceiling_reasoning: float = Field(
+        300.0, gt=0, description="the same, for models the catalog marks `reasoning: true`")
     idle: float = Field(60.0, gt=0)
     response: float = Field(300.0, gt=0)
     total: float = Field(600.0, gt=0)
@@ -25,7 +30,10 @@ class Timeouts(_Strict):
 class TimeoutsOverride(_Strict):
     connect: float | None = Field(None, gt=0)
     first_byte: float | None = Field(None, gt=0)
-    first_token: float | None = Field(None, gt=0)
+    first_token: PositiveFloat | Literal["auto"] | None = None
+    first_token_floor: float | None = Field(None, gt=0)
+    first_token_ceiling: float | None = Field(None, gt=0)
+    first_token_ceiling_reasoning: float | None = Field(None, gt=0)
     idle: float | None = Field(None, gt=0)
     response: float | None = Field(None, gt=0)
     total: float | None = Field(None, gt=0)

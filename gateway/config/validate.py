@@ -77,7 +77,7 @@ def _timeouts_in(where: str, block: Timeouts | TimeoutsOverride, total: float) -
     # Only what the file sets: a default longer than a shorter total is simply capped by it.
     for name in _BOUNDED_BY_TOTAL:
         value = getattr(block, name) if name in block.model_fields_set else None
-        if value is not None and value > total:
+        if isinstance(value, int | float) and value > total:
             yield (f"{where}.{name}: {value:g}s is longer than the total deadline ({total:g}s), so it can never "
                    f"apply; lower it or raise `total`")
 

@@ -24,6 +24,7 @@ from gateway.failover.breaker import Ticket
 from gateway.failover.classify import Action, Attempt, classify, counts_against_health
 from gateway.failover.continuation import client_stream
 from gateway.failover.deadline import Deadline
+from gateway.failover.first_token import first_token_limit
 from gateway.failover.health import Health
 from gateway.relay.sse import error_event
 from gateway.relay.stream import EventProcessor, RelayResult
@@ -226,11 +227,13 @@ class Executor:
                            ticket: Ticket, *, client_errors: bool = True) -> Opened | UpstreamError:
         """One attempt, recorded and settled; the client's own errors (FAIL) are raised unless
         `client_errors` is False (a continuation's refusal is one more failed attempt)."""
+        first_token = first_token_limit(target.timeouts, reasoning=bool(target.model.reasoning),
+                                        samples=self.health.latency.first_tokens(target.key),
+                                        prompt_tokens=run.body_size // 4)
         started = time.monotonic()
         try:
             opened = await attempt(self._transport, target, leg, payload, stream=run.stream,
-                                   deadline=run.deadline, first_token=target.timeouts.first_token,
-                                   limits=self._limits)
+                                   deadline=run.deadline, first_token=first_token, limits=self._limits)
         except UpstreamError as error:
             run.upstream_seconds += time.monotonic() - started
             self._failed(run, target, ticket, error)
@@ -245,6 +248,8 @@ class Executor:
         if not run.stream:
             self.health.succeeded(ticket)  # a stream is judged when it ends (see `stream`)
         self.health.latency.observe(target.key, now - started)
+        if opened.first_token_at is not None:
+            self.health.latency.observe_first_token(target.key, opened.first_token_at - started)
         metrics.attempt(target.provider_id, target.upstream_model, "success")
         run.attempts.append(Attempt(target.key, "success", "served"))
         return opened
