@@ -68,6 +68,11 @@ FEATURES: tuple[Feature, ...] = (
         model="bench-resume",
     ),
     Feature(
+        "CORS on (server.cors_origins)", "plain",
+        # The load sends no Origin header, as server-side clients do: this prices the middleware's check.
+        config={"server": {"cors_origins": ["https://app.example.com"]}},
+    ),
+    Feature(
         "workers: 2 (both on the gateway's one core)", "plain",
         config={"server": {"workers": 2}},
         note="`workers: 2` runs both workers on the one core the plain gateway has: this prices the "

@@ -27,6 +27,7 @@ from gateway.api import admin, errors, health, openwork, unserved
 from gateway.api.chat import ChatProtocol, Pipeline
 from gateway.api.embeddings import EmbeddingsProtocol
 from gateway.api.messages import CountTokens, MessagesProtocol
+from gateway.api.middleware import RequestId, with_cors
 from gateway.api.models import ModelsEndpoint
 from gateway.api.responses import ResponsesProtocol
 from gateway.catalog import load_catalog
@@ -65,6 +66,13 @@ class Gateway:
         self._messages = Pipeline(self.current, MessagesProtocol(), self.drain)
         self._responses = Pipeline(self.current, ResponsesProtocol(), self.drain)
         models = ModelsEndpoint()
+        handlers = {HTTPException: errors.http_exception, GatewayError: errors.gateway_error,
+                    Exception: errors.unexpected}
+        metrics_route = Route("/metrics", _metrics, methods=["GET"])
+        # With `server.metrics_listen`, /metrics is served on that port alone and nowhere else.
+        address = settings.server.metrics_address
+        self._metrics_port = address[1] if address else None
+        self._metrics_only = Starlette(routes=[metrics_route], exception_handlers=handlers)
         self._starlette = Starlette(
             routes=[
                 Route("/v1/models", models.handle, methods=["GET"]),
@@ -72,28 +80,32 @@ class Gateway:
                 Route("/v1/messages/count_tokens", CountTokens(self.transport).handle, methods=["POST"]),
                 Route("/livez", health.livez, methods=["GET"]),
                 Route("/readyz", health.readyz, methods=["GET"]),
-                Route("/metrics", _metrics, methods=["GET"]),
+                *([] if self._metrics_port else [metrics_route]),
                 Route("/openwork/provider.json", openwork.provider_json, methods=["GET"]),
                 *admin.routes(),
             ],
-            exception_handlers={
-                HTTPException: errors.http_exception,
-                GatewayError: errors.gateway_error,
-                Exception: errors.unexpected,
-            },
+            exception_handlers=handlers,
             lifespan=self._lifespan,
         )
-        self._starlette.state.runtime = self.current
-        self._starlette.state.health = self.health
-        self._starlette.state.drain = self.drain
+        for app in (self._starlette, self._metrics_only):
+            app.state.runtime = self.current
+            app.state.health = self.health
+            app.state.drain = self.drain
         metrics.set_build_info(__version__)
         metrics.config_loaded(True, reload=False)
+        # Outermost: every response gets its x-request-id (and CORS headers when origins are set).
+        self._app = RequestId(with_cors(self._dispatch, settings.server.cors_origins))
 
     def current(self) -> Runtime:
         return self.runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == CHAT_PATH:
+        await self._app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._metrics_port is not None and scope["type"] == "http" and scope["server"][1] == self._metrics_port:
+            await self._metrics_only(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == CHAT_PATH:
             await self._chat(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == EMBEDDINGS_PATH:
             await self._embeddings(scope, receive, send)

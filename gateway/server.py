@@ -71,21 +71,49 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     """Serve until drained; the process's exit code (0 after a clean drain)."""
     log.info("gateway on http://%s:%d (%s)", host, port, check_bind(settings, host))
     raise_file_limit(settings.server.max_connections)
+    metrics_socket = bind_metrics(settings, port)
+    extra = [metrics_socket] if metrics_socket is not None else []
     if workers == 1:
         from gateway.app import build_app
 
         gateway = build_app(settings, bind_host=host)
-        server = GatewayServer(uvicorn_config(gateway, settings, host=host, port=port), gateway)
-        server.run()
+        config = uvicorn_config(gateway, settings, host=host, port=port)
+        server = GatewayServer(config, gateway)
+        server.run(sockets=[config.bind_socket(), *extra] if extra else None)
         return 0 if server.started else _STARTUP_FAILURE
     # Several processes: each worker builds its own app from the same file, and metrics are
     # aggregated through prometheus-client's multiprocess directory.
     directory = tempfile.mkdtemp(prefix="gateway-metrics-")
     metrics.setup_multiprocess(directory)
     try:
-        return Supervisor(settings, host, port, workers).run()
+        return Supervisor(settings, host, port, workers, extra).run()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def bind_metrics(settings: Settings, port: int) -> socket.socket | None:
+    """The `server.metrics_listen` socket: /metrics only, unauthenticated as Prometheus expects, so an
+    operator can keep it off the public address."""
+    address = settings.server.metrics_address
+    if address is None:
+        return None
+    host, metrics_port = address
+    if metrics_port == port:
+        raise ConfigError(f"{settings.source}: server.metrics_listen: port {metrics_port} is the gateway's own "
+                          "port; give /metrics a port of its own")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, metrics_port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{settings.source}: server.metrics_listen: cannot listen on {host}:{metrics_port} "
+                          f"({exc.strerror})") from None
+    sock.listen(128)  # scrapes queue from now on, even before a worker has started
+    sock.set_inheritable(True)  # worker processes serve it too
+    log.info("metrics on http://%s:%d/metrics (and not on the main port)", host, metrics_port)
+    return sock
 
 
 def raise_file_limit(max_connections: int) -> None:
@@ -150,8 +178,9 @@ class GatewayServer(uvicorn.Server):
         self.should_exit = True  # uvicorn closes the listener, then waits for open connections
 
 
-def _run_worker(source: str, sock: socket.socket, host: str, port: int, last_good: str) -> None:
-    """One worker process (spawned): build the app from the config file and serve the shared socket.
+def _run_worker(source: str, sockets: list[socket.socket], host: str, port: int, last_good: str) -> None:
+    """One worker process (spawned): build the app from the config file and serve the shared sockets
+    (the main one, and `server.metrics_listen`'s when set: the app tells them apart by port).
 
     A worker started while the file on disk is refused (one that replaces a dead worker, say) starts
     from the last config the supervisor validated instead, so a bad edit cannot turn into a crash loop.
@@ -173,7 +202,7 @@ def _run_worker(source: str, sock: socket.socket, host: str, port: int, last_goo
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(_STARTUP_FAILURE)
     server = GatewayServer(uvicorn_config(gateway, settings, host=host, port=port), gateway)
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     if not server.started:
         sys.exit(_STARTUP_FAILURE)
 
@@ -197,8 +226,10 @@ def validate_file(source: str, host: str) -> str:
 class Supervisor:
     """Starts N workers on one socket, forwards signals to them, and replaces one that dies."""
 
-    def __init__(self, settings: Settings, host: str, port: int, workers: int) -> None:
+    def __init__(self, settings: Settings, host: str, port: int, workers: int,
+                 extra: list[socket.socket] | None = None) -> None:
         self._settings = settings
+        self._extra = extra or []  # more sockets every worker serves (server.metrics_listen)
         self._host = host
         self._port = port
         self._count = workers
@@ -221,25 +252,30 @@ class Supervisor:
 
     def _run(self) -> int:
         self._validate()
-        sock = uvicorn_config(None, self._settings, host=self._host, port=self._port).bind_socket()
+        config = uvicorn_config(None, self._settings, host=self._host, port=self._port)
+        main = config.bind_socket()
+        main.listen(config.backlog)  # clients queue until a worker is up, rather than being refused
+        sockets = [main, *self._extra]
         original = {sig: signal.signal(sig, self._queue) for sig in _SIGNALS}
         try:
-            self._workers = [self._spawn(sock) for _ in range(self._count)]
+            self._workers = [self._spawn(sockets) for _ in range(self._count)]
             log.info("supervisor %d started %d workers", os.getpid(), self._count)
             while self._stopping is False or any(w.is_alive() for w in self._workers):
                 multiprocessing.connection.wait([w.sentinel for w in self._workers], timeout=0.1)
                 self._forward_signals()
                 if not self._stopping:
-                    self._replace_dead(sock)
+                    self._replace_dead(sockets)
                 elif self._close_at is not None and time.monotonic() >= self._close_at:
                     # The workers close their listeners after the drain delay; the socket this process
                     # holds must go too, or the kernel would keep accepting connections nobody serves.
-                    sock.close()
+                    for sock in sockets:
+                        sock.close()
                     self._close_at = None
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
-            sock.close()
+            for sock in sockets:
+                sock.close()
         codes = [w.exitcode for w in self._workers]
         log.info("supervisor %d: every worker stopped (exit codes %s)", os.getpid(), codes)
         return 0 if all(code == 0 for code in codes) else 1
@@ -247,9 +283,10 @@ class Supervisor:
     def _queue(self, sig: int, frame: FrameType | None) -> None:
         self._pending.append(sig)
 
-    def _spawn(self, sock: socket.socket) -> Any:
+    def _spawn(self, sockets: list[socket.socket]) -> Any:
         worker = self._context.Process(target=_run_worker, name="gateway-worker",
-                                       args=(self._settings.source, sock, self._host, self._port, self._last_good))
+                                       args=(self._settings.source, sockets, self._host, self._port,
+                                             self._last_good))
         worker.start()
         return worker
 
@@ -276,7 +313,7 @@ class Supervisor:
                 if worker.is_alive() and worker.pid is not None:
                     os.kill(worker.pid, signal.SIGHUP if sig == signal.SIGHUP else signal.SIGTERM)
 
-    def _replace_dead(self, sock: socket.socket) -> None:
+    def _replace_dead(self, sockets: list[socket.socket]) -> None:
         for index, worker in enumerate(self._workers):
             if worker.exitcode is None:
                 continue
@@ -285,4 +322,4 @@ class Supervisor:
                 self._pending.append(signal.SIGTERM)
                 return
             log.error("worker %s died (exit code %s); starting a new one", worker.pid, worker.exitcode)
-            self._workers[index] = self._spawn(sock)
+            self._workers[index] = self._spawn(sockets)

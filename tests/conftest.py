@@ -118,11 +118,12 @@ GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 @pytest.fixture
 async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """Start gateways from a config dict; catalogs given as dicts are written to files first."""
-    servers: list[tuple[uvicorn.Server, socket.socket, httpx.AsyncClient]] = []
+    servers: list[tuple[uvicorn.Server, list[socket.socket], httpx.AsyncClient]] = []
 
     async def start(config: dict[str, Any], *, catalogs: list[dict[str, Any]] = (),
                     environ: dict[str, str] | None = None, echo: bool = True,
-                    clock: FakeClock | None = None) -> RunningGateway:
+                    clock: FakeClock | None = None, sockets: list[socket.socket] = ()) -> RunningGateway:
+        """`sockets`: more bound sockets the same server listens on (as `server.metrics_listen` adds one)."""
         paths = []
         for index, catalog in enumerate(catalogs):
             path = tmp_path / f"catalog-{len(servers)}-{index}.json"
@@ -145,10 +146,10 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         uv_config.load()
         server = uvicorn.Server(uv_config)
         server.lifespan = uv_config.lifespan_class(uv_config)
-        await server.startup(sockets=[sock])
+        await server.startup(sockets=[sock, *sockets])
         base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         client = httpx.AsyncClient(base_url=base_url, timeout=30)
-        entry = (server, sock, client)
+        entry = (server, [sock, *sockets], client)
         servers.append(entry)
 
         async def stop_now() -> None:
@@ -157,10 +158,10 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
         return RunningGateway(app, base_url, client, stop_now)
 
-    async def stop(server: uvicorn.Server, sock: socket.socket, client: httpx.AsyncClient) -> None:
+    async def stop(server: uvicorn.Server, socks: list[socket.socket], client: httpx.AsyncClient) -> None:
         await client.aclose()
         server.should_exit = True
-        await server.shutdown(sockets=[sock])
+        await server.shutdown(sockets=socks)
 
     yield start
     for entry in list(servers):

@@ -23,7 +23,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api.accounting import RequestRecord, admit, finish
-from gateway.api.send import new_request_id, send_error, send_json
+from gateway.api.middleware import request_id as request_id_of
+from gateway.api.send import send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
 from gateway.drain import Drain, ShuttingDown, consume_cut
@@ -42,7 +43,7 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-_WANTED = frozenset({b"authorization", b"x-api-key", b"x-request-id", b"content-length", b"x-gateway-timeout"})
+_WANTED = frozenset({b"authorization", b"x-api-key", b"content-length", b"x-gateway-timeout"})
 
 
 class Inbound(Protocol):
@@ -128,7 +129,7 @@ class Pipeline:
         protocol = self._protocol
         wanted = self._wanted
         headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
-        request_id = _request_id(headers.get("x-request-id"))
+        request_id = request_id_of(scope)
         runtime = self._runtime()
         context = RequestRecord(request_id, started, self._protocol.path)
         task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]
@@ -138,7 +139,7 @@ class Pipeline:
             if drain.refusing:
                 raise ShuttingDown
             if scope["method"] != "POST":
-                raise MethodNotAllowed(f"Use POST for {protocol.path}.")
+                raise MethodNotAllowed(f"Use POST for {protocol.path}.", headers={"Allow": "POST"})
             caller = runtime.auth.authenticate(headers)
             context.caller = caller.name
             raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
@@ -339,12 +340,6 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     check_common(body, raw)
     return body
 
-
-def _request_id(given: str | None) -> str:
-    """The client's x-request-id when it is a sane token (it ends up in logs), else a new one."""
-    if given and len(given) <= 128 and given.isprintable():
-        return given
-    return new_request_id()
 
 
 def _deadline_seconds(total: float, header: str | None) -> float:

@@ -26,7 +26,9 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error: GatewayError = not_served(request.method, request.url.path)
     elif exc.status_code == 405:
-        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+        allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"
+                                 f"{f'; use {allow}' if allow else ''}.", headers={"Allow": allow} if allow else None)
     else:
         error = GatewayError(str(exc.detail))
         error.status = exc.status_code

@@ -92,7 +92,8 @@ _NO_WEBSOCKET = ("The Responses API over WebSocket is not served here; use HTTP:
 async def responses_get(scope: Scope, receive: Receive, send: Send) -> None:
     """GET /v1/responses over plain HTTP: a WebSocket upgrade attempt gets 426, anything else 405."""
     upgrade = any(k == b"upgrade" and b"websocket" in v.lower() for k, v in scope["headers"])
-    error = UpgradeRequired(_NO_WEBSOCKET) if upgrade else MethodNotAllowed("Use POST for /v1/responses.")
+    error: GatewayError = UpgradeRequired(_NO_WEBSOCKET) if upgrade else \
+        MethodNotAllowed("Use POST for /v1/responses.", headers={"Allow": "POST"})
     await send_error(send, error, new_request_id())
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, StringConstraints, model_validator
 
 
 class _Strict(BaseModel):
@@ -167,6 +167,11 @@ class ServerSettings(_Strict):
     drain_delay: float = Field(0.0, ge=0, le=300, description="seconds after SIGTERM before the listener closes")
     drain_timeout: float = Field(30.0, gt=0, le=3600,
                                  description="seconds after SIGTERM until requests still running are ended")
+    cors_origins: tuple[Annotated[str, StringConstraints(pattern=r"^(\*|https?://[^/\s]+)$")], ...] = Field(
+        (), description="browser origins allowed to call (`https://app.example.com`, or `*`); none by default")
+    metrics_listen: str | None = Field(
+        None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):[0-9]{1,5}$",
+        description="host:port that serves /metrics alone; when set, the main port does not serve /metrics")
 
     @model_validator(mode="after")
     def _delay_within_timeout(self) -> ServerSettings:
@@ -174,6 +179,22 @@ class ServerSettings(_Strict):
             raise ValueError(f"drain_delay ({self.drain_delay:g}) must be shorter than drain_timeout "
                              f"({self.drain_timeout:g}): requests need time to finish after the listener closes")
         return self
+
+    @model_validator(mode="after")
+    def _metrics_port_differs(self) -> ServerSettings:
+        if self.metrics_listen is not None:
+            port = int(self.metrics_listen.rpartition(":")[2])
+            if not 0 < port <= 65535 or port == self.port:
+                raise ValueError(f"metrics_listen port {port} must be a port (1-65535) other than server.port")
+        return self
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of `metrics_listen`, brackets of an IPv6 host removed."""
+        if self.metrics_listen is None:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class UpstreamLimits(_Strict):

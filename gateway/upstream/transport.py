@@ -37,7 +37,7 @@ class HttpResponse:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the upstream stopped sending its answer", phase="idle") from None
         except aiohttp.ClientError as exc:
-            raise StreamCut(f"the upstream connection broke while reading the answer ({_name(exc)})") from None
+            raise StreamCut(f"the upstream connection broke while the answer was read: {_reason(exc)}") from None
 
     async def _read_bounded(self, limit: int) -> bytes:
         parts: list[bytes] = []
@@ -57,7 +57,7 @@ class HttpResponse:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the upstream stream stalled", phase="idle") from None
         except aiohttp.ClientError as exc:
-            raise StreamCut(f"the upstream stream broke ({_name(exc)})") from None
+            raise StreamCut(f"the upstream stream broke: {_reason(exc)}") from None
 
     def set_read_timeout(self, seconds: float) -> None:
         connection = self._response.connection
@@ -134,10 +134,10 @@ class Transport:
             raise UpstreamTimeout(f"no response from {endpoint.provider_id} within {waited:g}s",
                                   phase="first_byte") from None
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(f"cannot connect to {endpoint.provider_id} ({_name(exc)})") from None
+            raise UpstreamConnectError(f"cannot connect to {endpoint.provider_id}: {_reason(exc)}") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering "
-                                       f"({_name(exc)})") from None
+            raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering: "
+                                       f"{_reason(exc)}") from None
         return HttpResponse(response)
 
     def _timeout(self, connect: float, read: float, total: float | None) -> aiohttp.ClientTimeout:
@@ -151,7 +151,14 @@ class Transport:
         return timeout
 
 
-def _name(exc: BaseException) -> str:
-    """The exception's class and text, never a URL with credentials (aiohttp errors carry host:port only)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _reason(exc: aiohttp.ClientError) -> str:
+    """What went wrong, as words a client can read (never aiohttp's class names or a URL)."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response ended before it was complete"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the upstream closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return (exc.strerror or "the address could not be reached").lower()
+    if isinstance(exc, aiohttp.ClientOSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "the connection failed"

@@ -1,0 +1,77 @@
+"""What every HTTP response carries, whatever answered it: the request id, and CORS for browsers.
+
+Raw ASGI around the whole app (the chat pipeline, Starlette's routes, 404s and errors alike), so no
+endpoint can forget either. The request id is the client's `x-request-id` when it is a sane token
+(at most 128 bytes, no control characters), echoed as the very bytes it came in; otherwise a new
+one. Endpoints read it from the scope (`request_id(scope)`) for their log lines.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api.send import new_request_id
+
+_SCOPE_KEY = "gateway.request_id"
+_HEADER = b"x-request-id"
+_SANE = re.compile(rb"[\x20-\x7e\x80-\xff]{1,128}")
+# What a browser client may read of an answer besides the CORS-safelisted headers.
+_EXPOSED = ("x-request-id", "x-gateway-provider", "x-gateway-model", "x-gateway-attempts", "x-gateway-fallbacks",
+            "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
+
+
+def request_id(scope: Scope) -> str:
+    """This request's id as text (the bytes as latin-1, so nothing is lost); a new one outside the middleware."""
+    given = scope.get(_SCOPE_KEY)
+    return given if isinstance(given, str) else new_request_id()
+
+
+class RequestId:
+    __slots__ = ("_app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        raw = _given(scope["headers"])
+        if raw is None:
+            text = new_request_id()
+            raw = text.encode()
+        else:
+            text = raw.decode("latin-1")
+        scope[_SCOPE_KEY] = text
+        header = (_HEADER, raw)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER]
+                headers.append(header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._app(scope, receive, send_with_id)
+
+
+def _given(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == _HEADER:
+            return value if _SANE.fullmatch(value) else None
+    return None
+
+
+def with_cors(app: ASGIApp, origins: tuple[str, ...]) -> ASGIApp:
+    """Browser clients from `origins` (`server.cors_origins`; `*` for any): preflights answered, headers exposed.
+
+    No cookies are involved (keys travel in headers), so credentials mode stays off.
+    """
+    if not origins:
+        return app
+    return CORSMiddleware(app, allow_origins=list(origins), allow_methods=["GET", "POST"], allow_headers=["*"],
+                          expose_headers=list(_EXPOSED), max_age=600)
