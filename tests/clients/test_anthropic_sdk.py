@@ -1,5 +1,5 @@
 """The official `anthropic` Python SDK against a real gateway, to a native Anthropic-wire fake (the
-request passes through) and to an OpenAI-wire target (echo/echo, translated both ways); plus the
+request passes through) and to an OpenAI-wire fake (translated both ways); plus the
 `openai` SDK and the Vercel AI SDK to the Anthropic-wire fake (chat translated to Messages)."""
 
 from __future__ import annotations
@@ -17,24 +17,27 @@ import pytest
 
 from tests.clients.test_aisdk import AISDK, node_or_skip
 from tests.conftest import GatewayFactory, RunningGateway, model_json, provider_json
-from tests.fakes.anthropic import MessagesApi
+from tests.fakes.anthropic import ChatApi, MessagesApi
 from tests.fakes.upstream import FakeUpstream
 
 KEY = "sdk-gateway-key-24680"
 TOOLS: list[Any] = [{"name": "get_weather", "description": "Weather for a city",
                      "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                                       "required": ["city"]}}]
-NATIVE, TRANSLATED = "anth/claude-x", "echo/echo"
+NATIVE, TRANSLATED = "anth/claude-x", "oai/gpt-x"
 
 
 @pytest.fixture
 async def gateway(start_gateway: GatewayFactory) -> AsyncIterator[RunningGateway]:
-    async with FakeUpstream() as anth:
+    async with FakeUpstream() as anth, FakeUpstream() as oai:
         anth.default = MessagesApi()
-        provider = {**provider_json("anth", anth.base_url, [model_json("claude-x")], env=["ANTH_API_KEY"]),
-                    "npm": "@ai-sdk/anthropic"}
-        yield await start_gateway({"auth": {"keys": [{"name": "sdk", "key": "${SDK_KEY}"}]}}, catalogs=[provider],
-                                  environ={"SDK_KEY": KEY, "ANTH_API_KEY": "sk-ant-fake-upstream-key-1234"})
+        oai.default = ChatApi()
+        native = {**provider_json("anth", anth.base_url, [model_json("claude-x")], env=["ANTH_API_KEY"]),
+                  "npm": "@ai-sdk/anthropic"}
+        chat = provider_json("oai", oai.base_url, [model_json("gpt-x")], env=["OAI_API_KEY"])
+        yield await start_gateway({"auth": {"keys": [{"name": "sdk", "key": "${SDK_KEY}"}]}}, catalogs=[native, chat],
+                                  environ={"SDK_KEY": KEY, "ANTH_API_KEY": "sk-ant-fake-upstream-key-1234",
+                                           "OAI_API_KEY": "sk-oai-fake-upstream-key-1234"})
 
 
 def client_for(gw: RunningGateway, key: str = KEY) -> anthropic.AsyncAnthropic:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from gateway.upstream import echo
 from tests.fakes.upstream import Received, Reply, _Conn, _Status, _Stream, cut
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "anthropic"
@@ -118,3 +119,23 @@ def _pieces(text: str, size: int = 5) -> list[str]:
 
 def _delta(index: int, delta: dict[str, Any]) -> bytes:
     return event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+class ChatApi(Reply):
+    """An OpenAI-wire upstream over real HTTP that answers like the built-in echo model (its answers,
+    streamed or whole, tool calls included), so the same client test can run against either wire."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.headers = {}
+
+    async def respond(self, conn: _Conn, request: Received) -> None:
+        body = request.json if isinstance(request.json, dict) else {}
+        answered = echo.answer(body)
+        if not body.get("stream"):
+            await _Status(200, orjson.loads(await answered.read_all())).respond(conn, request)
+            return
+        events = []
+        while piece := await answered.read_chunk():
+            events.append(piece)
+        await _Stream(events, done=False).respond(conn, request)
