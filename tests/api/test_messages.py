@@ -163,6 +163,22 @@ async def test_translated_stream_cut_after_content_ends_with_an_error_event(star
         assert kinds[-1] == "error" and "message_stop" not in kinds and "message_delta" not in kinds
 
 
+async def test_translated_stream_cut_after_content_is_continued(start_gateway: GatewayFactory) -> None:
+    async with FakeUpstream() as anth, FakeUpstream() as oai:
+        from tests.fakes.upstream import cut_after, ok
+        oai.script(cut_after(2, "one two three four"), ok("one two three four"))
+        gw = await gateway_for(start_gateway, anth, oai)
+        body = {"model": "oai/gpt-x", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        response = await gw.client.post("/v1/messages", json=body, headers=HEADERS)
+        events = messages_events(response.content)
+        kinds = [kind for kind, _ in events]
+        text = "".join(data["delta"]["text"] for kind, data in events
+                       if kind == "content_block_delta" and data["delta"].get("type") == "text_delta")
+        assert text == "one two three four", "the Messages client gets the whole answer once"
+        assert kinds[-1] == "message_stop" and "error" not in kinds
+        assert oai.received[1].json["messages"][-1] == {"role": "assistant", "content": "one two"}
+
+
 async def test_untranslatable_field_is_refused_naming_it(start_gateway: GatewayFactory) -> None:
     async with FakeUpstream() as anth, FakeUpstream() as oai:
         gw = await gateway_for(start_gateway, anth, oai)
