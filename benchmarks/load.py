@@ -269,7 +269,7 @@ def classify(wire: Wire, event: bytes) -> str:
 
 
 async def streams(target: Target, concurrency: int, seconds: float, chunks: int, interval_ms: float,
-                  max_streams: int | None = None, *, at_least: bool = False) -> StreamStats:
+                  max_streams: int | None = None, *, at_least: bool = False, gap_at: int | None = None) -> StreamStats:
     """`concurrency` clients streaming back to back; counts what completes in a `seconds` window.
 
     Paced streams start staggered over one stream's duration, as independent users would, rather
@@ -277,7 +277,9 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
     (and this client's own cost of sending 256 requests at once), not the steady state. The window
     opens once every client has started, so the ramp is not counted. A stream is complete when it
     ended cleanly with usage and exactly `chunks` content chunks (`at_least`: that many or more, for
-    streams continued after a cut, which repeat what the client already had or not).
+    streams continued after a cut, which repeat what the client already had or not). `gaps` holds
+    each complete stream's longest wait between content chunks, or with `gap_at` the wait before
+    content chunk number `gap_at` (the one after a cut).
     """
     body = target.body(stream=True, chunks=chunks, interval_ms=interval_ms)
     headers = target.request_headers()
@@ -317,8 +319,10 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
                                     now = time.perf_counter()
                                     if first is None:
                                         first = now - sent
-                                    else:
+                                    elif gap_at is None:
                                         gap = max(gap, now - last)
+                                    elif content == gap_at:
+                                        gap = now - last
                                     last = now
                                 elif kind:
                                     usage = usage or kind.startswith("usage")

@@ -35,7 +35,7 @@ from benchmarks.configs import (
     write_gateway_config,
     write_litellm_config,
 )
-from benchmarks.features import FEATURES
+from benchmarks.features import CUT_AFTER, FEATURES
 from benchmarks.load import (
     Latencies,
     StreamStats,
@@ -366,7 +366,7 @@ class Bench:
             self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
         else:
             result = await streams(target, 32, plan.stream_seconds, plan.stream_chunks, plan.stream_interval_ms,
-                                   at_least=True)
+                                   at_least=True, gap_at=CUT_AFTER + 1)
             self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
         return service.cpu_seconds() - before, result
 

@@ -80,7 +80,8 @@ class _PacedStream:
     def __init__(self, transport: asyncio.Transport, chunks: int, interval: float, tail: bytes,
                  cut_after: int | None = None) -> None:
         self._transport, self._left, self._interval, self._tail = transport, chunks, interval, tail
-        self._cut_at = chunks - cut_after if cut_after is not None else None  # chunks left when it drops
+        # Dropped on the tick after the last chunk it sends: when the next chunk would have come.
+        self._cut_at = chunks - cut_after - 1 if cut_after is not None else None
         self._loop = asyncio.get_running_loop()
         transport.write(_STREAM_HEAD + _ROLE)
         self._handle = self._loop.call_later(interval, self._tick)
@@ -166,7 +167,11 @@ class _Protocol(asyncio.Protocol):
         interval = float(self._headers.get(b"x-bench-interval-ms", request.get("bench_interval_ms", 0))) / 1000
         options = request.get("stream_options")
         tail = _FINISH + (_usage(chunks) if isinstance(options, dict) and options.get("include_usage") else b"") + _DONE
-        cut = int(request.get("bench_cut_after", 5)) if b"/cut/" in self._url else None
+        messages = request.get("messages")
+        # A continuation (the delivered text sent back as a final assistant message) is not cut again.
+        continuing = isinstance(messages, list) and bool(messages) and isinstance(messages[-1], dict) \
+            and messages[-1].get("role") == "assistant"
+        cut = int(request.get("bench_cut_after", 5)) if b"/cut/" in self._url and not continuing else None
         if cut is not None and cut < chunks:
             interval = max(interval, 0.001)  # a cut needs the paced writer
         if interval <= 0 or chunks <= 0:
