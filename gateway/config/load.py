@@ -60,6 +60,7 @@ def parse_settings(raw: Any, source: str, environ: Mapping[str, str]) -> Setting
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
     settings._source = source
+    _note_url_secrets(settings, raw, environ)
     check_settings(settings)
     for name, alias in settings.models.items():
         if not alias.targets and "/" not in name:
@@ -74,6 +75,18 @@ def _state_path(path: str | None, config_dir: Path) -> str:
     """The state file: as given if absolute, else beside the config file (default gateway-state.db)."""
     given = Path(path or "gateway-state.db")
     return str(given if given.is_absolute() else config_dir / given)
+
+
+def _note_url_secrets(settings: Settings, raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Remember which environment values went into each provider's base_url, so that an upstream
+    repeating its URL path (an account id from `${VAR}`) has them masked like its key."""
+    providers = raw.get("providers")
+    for pid, override in settings.providers.items():
+        entry = providers.get(pid) if isinstance(providers, dict) else None
+        url = entry.get("base_url") if isinstance(entry, dict) else None
+        if isinstance(url, str):
+            names = [m.group(1) for m in _VAR.finditer(url) if m.group(1)]
+            override._url_secrets = tuple(environ[n] for n in names if environ.get(n))
 
 
 def _locate(entry: str, config_dir: Path) -> str:

@@ -86,6 +86,12 @@ class ProviderSettings(_Strict):
     # Messages API at base_url (…/v1/messages), `openai` for a chat-completions one.
     wire: Literal["openai", "anthropic"] | None = None
     limits: LimitsConfig | None = None
+    # Values the config loader put into base_url from `${VAR}`s (an account id): credentials to mask.
+    _url_secrets: tuple[str, ...] = PrivateAttr(())
+
+    @property
+    def url_secrets(self) -> tuple[str, ...]:
+        return self._url_secrets
     stream_recovery: Literal["continue", "off"] | None = Field(
         None, description="continue a stream that broke after content from another attempt (default: the "
                           "global stream_recovery)")

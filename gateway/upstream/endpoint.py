@@ -78,7 +78,8 @@ def build_endpoint(provider: Provider, override: ProviderSettings | None, enviro
     headers.update(override.headers)
     # Everything that came from the environment or config to reach this upstream is a credential:
     # the key, extra header values, and the values put into the URL (an account id in a path).
-    secrets = Secrets((key, *override.headers.values(), *(environ[name] for name in url_vars)))
+    secrets = Secrets((key, *override.headers.values(), *(environ[name] for name in url_vars),
+                       *override.url_secrets))
     responses_api = override.responses_api if override.responses_api is not None else provider.npm == OPENAI_PACKAGE
     return Endpoint(provider.id, wire, base, headers, secrets=secrets, responses_api=responses_api)
 

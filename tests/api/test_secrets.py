@@ -87,6 +87,20 @@ async def test_a_stream_error_event_after_content_is_masked(start_gateway: Gatew
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_a_var_in_the_configs_base_url_is_masked_too(start_gateway: GatewayFactory, stream: bool) -> None:
+    async with FakeUpstream() as up:
+        up.default = leak("status", code=400)
+        root = up.base_url.removesuffix("/v1")
+        config = {**FAST_POLICY, "providers": {"acme": {"base_url": f"{root}/accounts/${{ACME_ACCOUNT}}/v1",
+                                                        "headers": {"X-Team-Token": "${TEAM_TOKEN}"}}}}
+        gw = await start_gateway(config, catalogs=[provider_json("acme", "http://127.0.0.1:9/v1", [model_json("m1")])],
+                                 environ={"ACME_API_KEY": KEY, "ACME_ACCOUNT": ACCOUNT, "TEAM_TOKEN": TEAM_TOKEN})
+        response = await gw.chat({**ASK, "stream": stream})
+        assert response.status_code == 400 and "***" in response.json()["error"]["param"]
+        assert_sent_and_masked(up, response.text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_an_answer_quoting_the_credentials_is_masked(start_gateway: GatewayFactory, stream: bool) -> None:
     async with FakeUpstream() as up:
         up.default = leak("answer")
