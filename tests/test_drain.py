@@ -182,3 +182,26 @@ async def test_flush_hooks_run_once_in_order_after_the_server_stopped(start_gate
     await gateway.stop()
     await gateway.app.drain.flush()  # a second call does nothing
     assert ran == ["failing", "ledger"], "a failing hook must not keep the next one from running"
+
+
+async def test_a_stream_cut_by_the_drain_ends_in_the_called_apis_error_shape(start_gateway: GatewayFactory) -> None:
+    """/v1/messages (Anthropic's API) gets Anthropic's `error` event, not OpenAI's body."""
+    async with FakeUpstream() as up:
+        up.default = stream([chunk(role="assistant", content="first"), stall()])
+        gateway = await start_gateway({}, catalogs=[provider_json("drain", up.base_url, [model_json("m1")])],
+                                      environ={"DRAIN_API_KEY": "sk-drain-test-0123456789"})
+        body = {"model": "drain/m1", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        async with gateway.client.stream("POST", "/v1/messages", json=body) as response:
+            assert response.status_code == 200
+            pieces = response.aiter_bytes()
+            received = await anext(pieces)
+            gateway.app.drain.begin(0, 0)  # SIGTERM with no time left: cut what runs now
+            async for piece in pieces:
+                received += piece
+        blocks = [b for b in received.decode().split("\n\n") if b]
+        head, data = blocks[-1].split("\n", 1)
+        assert head == "event: error"
+        error = json.loads(data.removeprefix("data: "))
+        assert error["type"] == "error" and "shutting down" in error["error"]["message"], error
+        assert not any(b.startswith("event: message_stop") for b in blocks)
+        await up._wait(lambda: up.disconnects >= 1, 10)
