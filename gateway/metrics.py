@@ -337,6 +337,13 @@ def worker_exit() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
+def process_dead(pid: int) -> None:
+    """The supervisor saw worker `pid` die without exiting cleanly (killed): drop its live gauges, or a
+    killed worker's last values (a refused reload's 0, say) would count for ever."""
+    if os.environ.get(_MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
 def render(accept: str | None) -> tuple[bytes, str]:
     if _SHARED:
         registry = CollectorRegistry()

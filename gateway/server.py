@@ -322,4 +322,6 @@ class Supervisor:
                 self._pending.append(signal.SIGTERM)
                 return
             log.error("worker %s died (exit code %s); starting a new one", worker.pid, worker.exitcode)
+            if worker.pid is not None:
+                metrics.process_dead(worker.pid)
             self._workers[index] = self._spawn(sockets)
