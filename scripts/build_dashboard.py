@@ -69,6 +69,16 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict[str, Any]]]]]] = [
         ("Aliases with every target open", "timeseries", "short",
          [q(f"gateway_alias_targets_open{{{FM}}} / gateway_alias_targets{{{FM}}}", "{{model}}")]),
     ]),
+    ("Teams", [
+        ("Spend per hour by key (USD)", "timeseries", "currencyUSD",
+         [q(f"sum by (key) (rate(gateway_key_spend_usd_total{{{F}}}[{RI}])) * 3600", "{{key}}")]),
+        ("Requests refused by a limit or budget", "timeseries", "reqps",
+         [q(f"sum by (key, scope, limit) (rate(gateway_key_refused_total{{{F}}}[{RI}]))",
+            "{{key}}: {{scope}} {{limit}}")]),
+        ("Budget used this period, by key", "timeseries", "percentunit",
+         [q(f"max by (key) (gateway_key_budget_used_ratio{{{F}}})", "{{key}}"),
+          q(f"max by (key) (gateway_key_budget_soft_ratio{{{F}}})", "{{key}} soft threshold")]),
+    ]),
     ("Config", [
         ("Config reloads", "timeseries", "short",
          [q(f"sum by (result) (increase(gateway_config_reloads_total{{{F}}}[{RI}]))", "{{result}}")]),

@@ -98,6 +98,9 @@ async def test_promtool_check_metrics_on_a_live_scrape(start_gateway: Any) -> No
     assert check.returncode == 0, out.decode()
 
 
+DASH_KEY = "gw-dashboard-key-0123456789abcdef"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,8 +118,11 @@ def live_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, FakeUpstream]
             f"catalog: [{catalog}, {ROOT / 'config' / 'echo.json'}]\n"
             "models:\n  pair:\n    targets: [dash/m1]\n    fallbacks: [dash/m2]\n"
             "retry: {attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}\n"
-            "breaker: {failures: 2, cooldown: 600}\n")
-        env = {**os.environ, "DASH_API_KEY": secret("sk-dashboard-test-9876543210")}
+            "breaker: {failures: 2, cooldown: 600}\n"
+            # A key with limits and a budget, for the Teams row (spend, refusals, budget used).
+            "auth: {keys: [{name: dash, key: '${GW_DASH_KEY}', limits: {rpm: 6, budget_usd: 1}}]}\n")
+        env = {**os.environ, "DASH_API_KEY": secret("sk-dashboard-test-9876543210"),
+               "GW_DASH_KEY": secret(DASH_KEY)}
         server = GatewayProcess(["--config", str(config)], env=env)
         try:
             yield server, up
@@ -126,7 +132,7 @@ def live_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, FakeUpstream]
 
 def send_traffic(server: GatewayProcess, up: FakeUpstream) -> None:
     ask = {"messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, headers={"authorization": f"Bearer {DASH_KEY}"}) as client:
         up.script(ok("a b c"), server_error(500), ok("after retry"))
         assert client.post("/v1/chat/completions", json={"model": "dash/m1", **ask}).status_code == 200
         assert client.post("/v1/chat/completions", json={"model": "dash/m1", **ask}).status_code == 200
@@ -135,6 +141,7 @@ def send_traffic(server: GatewayProcess, up: FakeUpstream) -> None:
         for _ in range(2):
             assert client.post("/v1/chat/completions", json={"model": "pair", **ask}).status_code == 200
         assert client.post("/v1/chat/completions", json={"model": "echo/echo", **ask}).status_code == 200
+        assert client.post("/v1/chat/completions", json={"model": "echo/echo", **ask}).status_code == 429  # rpm 6
     server.process.send_signal(signal.SIGHUP)  # a config reload, for the reload panels
 
 
