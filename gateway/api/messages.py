@@ -25,7 +25,7 @@ from gateway.api.send import new_request_id, send_json
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
 from gateway.failover.run import Served
 from gateway.protocols import messages
-from gateway.relay.stream import RelayResult
+from gateway.relay.stream import RelayResult, translate_events
 from gateway.routing import Plan, Target
 from gateway.runtime import Runtime
 from gateway.upstream.formats import Leg, LegChooser
@@ -89,7 +89,8 @@ class MessagesProtocol:
             # be spliced into them, so a break ends the stream.
             pieces = served.stream(wants_usage=True, result=result, recover=False)
             return _pass_through(pieces, served.response, served, result)
-        return _translated(served.stream(wants_usage=True, result=result), body["model"])
+        return translate_events(served.stream(wants_usage=True, result=result),
+                                messages.StreamTranslator(body["model"]).feed)
 
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:
         body = messages.error_body(error)
@@ -101,19 +102,6 @@ class MessagesProtocol:
 
 def _dialect(served: Served) -> Any:
     return served.leg.dialect if served.leg is not None else None
-
-
-async def _translated(pieces: AsyncGenerator[bytes, None], model: str) -> AsyncGenerator[bytes, None]:
-    """The relay's chat events as Messages events, each as soon as it arrives."""
-    translator = messages.StreamTranslator(model)
-    async with contextlib.aclosing(pieces):
-        async for piece in pieces:
-            out: list[bytes] = []
-            for event in piece.split(b"\n\n"):
-                if event:
-                    out.extend(translator.feed(event))
-            if out:
-                yield b"".join(out)
 
 
 async def _pass_through(

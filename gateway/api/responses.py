@@ -9,7 +9,6 @@ metrics and usage are the chat pipeline's.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -22,8 +21,7 @@ from gateway.errors import BadRequest, GatewayError
 from gateway.failover.run import Served
 from gateway.protocols import responses as translate
 from gateway.relay.responses import ResponsesEvents
-from gateway.relay.sse import EventSplitter
-from gateway.relay.stream import RelayResult
+from gateway.relay.stream import RelayResult, translate_events
 from gateway.routing import Plan, Target
 from gateway.runtime import Runtime
 from gateway.upstream.formats import Leg, LegChooser, Skip
@@ -94,20 +92,7 @@ class ResponsesProtocol:
             return served.stream(wants_usage=True, result=result, recover=False, process=events,
                                  failure=events.failure)
         chat = served.stream(wants_usage=True, result=result)
-        return _translated(chat, translate.StreamTranslator(body))
+        return translate_events(chat, translate.StreamTranslator(body).feed)
 
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:
         await send_error(send, error, request_id)
-
-
-async def _translated(chat: AsyncGenerator[bytes, None],
-                      translator: translate.StreamTranslator) -> AsyncGenerator[bytes, None]:
-    """The chat relay's bytes, event by event, as Responses events."""
-    splitter = EventSplitter()
-    async with contextlib.aclosing(chat):
-        async for piece in chat:
-            out: list[bytes] = []
-            for event in splitter.feed(piece):
-                out.extend(translator.feed(event))
-            if out:
-                yield b"".join(out)

@@ -16,6 +16,7 @@ the provider's Secrets on its way out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
@@ -189,3 +190,18 @@ async def _read(source: UpstreamResponse, expires: float, idle: float) -> bytes:
             return await source.read_chunk()
     except TimeoutError:
         raise UpstreamTimeout("the request deadline ran out mid-stream", phase="deadline") from None
+
+
+async def translate_events(
+    pieces: AsyncGenerator[bytes, None], feed: Callable[[bytes], list[bytes]]
+) -> AsyncGenerator[bytes, None]:
+    """The relay's chat events in another protocol's events (`feed` translates one event without its
+    blank line), each read's worth sent as soon as it arrives. Closing this closes the relay."""
+    splitter = EventSplitter()
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            out: list[bytes] = []
+            for event in splitter.feed(piece):
+                out.extend(feed(event))
+            if out:
+                yield b"".join(out)
