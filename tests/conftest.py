@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import uvicorn
 from gateway.app import Gateway, build_app
 from gateway.config.load import parse_settings
 from gateway.server import uvicorn_config
+from tests.fakes.servers import PostgresServer, RedisServer, postgres_bindir, redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,3 +232,49 @@ class GatewayProcess:
         self.process.wait(timeout=30)
         self._drain.join(timeout=10)
         return "".join(self.output)
+
+
+# Real Redis and PostgreSQL (tests/fakes/servers.py): one server each per session (starting them costs
+# ~0.1 s and ~1.5 s), a clean slate per test. A test may kill() and start() the shared server; the
+# per-test fixtures bring it back if a previous test left it dead.
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The session's redis-server on 127.0.0.1 (kill()/start() keep its port). Prefer `redis_url`."""
+    if redis_binary() is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """redis://127.0.0.1:PORT/0 of the session's server, running and emptied (FLUSHALL) for this test."""
+    redis_server.ensure_running()
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL on 127.0.0.1 (kill()/start() keep port and data). Prefer `postgres_url`."""
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, postgres) are not installed")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """postgresql://postgres@127.0.0.1:PORT/test_N: a fresh empty database for this test, dropped after."""
+    postgres_server.ensure_running()
+    url = await postgres_server.create_database()
+    yield url
+    if postgres_server.running:
+        await postgres_server.drop_database(url)
