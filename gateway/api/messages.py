@@ -3,7 +3,7 @@
 To a target that speaks Messages natively the client's body goes through untouched but for
 `model` (with its anthropic-version and anthropic-beta headers), and the answer comes back as the
 upstream's own bytes. To any other target the request is translated to chat completions
-(gateway/protocols/messages.py) and the answer, stream included, back into Messages events.
+(gateway/protocols/messages/) and the answer, stream included, back into Messages events.
 Errors are Anthropic-shaped, with Anthropic's status codes. The stream rules hold in Anthropic's
 terms: nothing before the first content; after it, a failure ends with an `error` event and no
 `message_stop`.

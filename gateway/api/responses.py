@@ -2,7 +2,7 @@
 
 A target that serves the Responses API itself (OpenAI, or a provider marked `responses_api: true`)
 gets the client's body untouched except `model`, and its answer or stream comes back byte for byte.
-Every other target gets the request translated to chat completions (gateway/protocols/responses.py)
+Every other target gets the request translated to chat completions (gateway/protocols/responses/)
 and its answer translated back into a Response and the Responses event stream. Failover, retries,
 metrics and usage are the chat pipeline's.
 """
