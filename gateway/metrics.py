@@ -107,9 +107,13 @@ KEY_BUDGET_USED = _Spec("gateway_key_budget_used_ratio", "gauge",
 KEY_BUDGET_SOFT = _Spec("gateway_key_budget_soft_ratio", "gauge",
                         "A key's soft budget threshold (limits.soft_ratio, default 0.8), for alerting.", ("key",),
                         multiprocess_mode="livemax", unit="ratio")
+STATE_UP = _Spec("gateway_state_backend_up", "gauge",
+                 "1 while the shared state backend answers, 0 while it is down and the gateway runs degraded "
+                 "(limits on per-replica shares, or refused with `state.on_failure: closed`).", ("backend",),
+                 multiprocess_mode="livemin", unit="1 or 0")
 SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, DROPPED,
          CIRCUIT, ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, REFUSED, BUILD, KEY_SPEND, KEY_REFUSED,
-         KEY_BUDGET_USED, KEY_BUDGET_SOFT)
+         KEY_BUDGET_USED, KEY_BUDGET_SOFT, STATE_UP)
 
 # (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
 METRICS_DOC: list[tuple[str, str, str, str, str]] = [
@@ -279,6 +283,11 @@ def key_refused(key: str, scope: str, limit: str) -> None:
 def key_budget(key: str, used_ratio: float, soft_ratio: float) -> None:
     _set(KEY_BUDGET_USED, (key,), used_ratio)
     _set(KEY_BUDGET_SOFT, (key,), soft_ratio)
+
+
+def state_backend_up(backend: str, up: bool) -> None:
+    """`backend` is one of a closed set (redis, postgresql): the series stay bounded."""
+    _set(STATE_UP, (backend,), 1 if up else 0)
 
 
 def stream_event_dropped(provider: str) -> None:
