@@ -3,10 +3,12 @@
     python -m benchmarks.profile                       # 32 connections of non-stream requests, 20 s
     python -m benchmarks.profile --mode stream --svg profile.svg
     python -m benchmarks.profile --target bare         # the bare proxy, as a baseline
+    python -m benchmarks.profile --rate 200            # moderate load: 200 req/s on a fixed schedule
 
 Starts the fake upstream and the gateway pinned as in `benchmarks.run`, puts wrk load on it, and
 samples the gateway with py-spy (`pip install py-spy`; non-blocking, so the gateway is not paused)
-from the load core. Prints the functions with the largest self and inclusive share of the samples;
+from the load core. `--rate` replaces wrk with the open-loop client at a fixed rate: the moderate
+load where per-request fixed costs (tasks, timers, wake-ups) do not amortise. Prints the functions with the largest self and inclusive share of the samples;
 `--raw` keeps the collapsed stacks (speedscope and flamegraph.pl read them), `--svg` also records a
 flame graph in a second pass.
 """
@@ -25,8 +27,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.configs import GATEWAY_KEY, write_gateway_config
-from benchmarks.load import Target, run_wrk, wrk_available
-from benchmarks.procs import Service, cores, free_port
+from benchmarks.load import Target, open_loop, run_wrk, wrk_available
+from benchmarks.procs import ROOT, Service, cores, free_port
 
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -37,7 +39,7 @@ def _short(frame: str) -> str:
     if match is None:
         return frame
     path = match["file"]
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", f"{ROOT}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{match['function']} ({path})"
@@ -91,10 +93,10 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def record(pid: int, seconds: float, fmt: str, out: Path, core: int | None) -> None:
+def record(pid: int, seconds: float, fmt: str, out: Path, core: int | None, rate: int = 200) -> None:
     prefix = ["taskset", "-c", str(core)] if core is not None else []
     subprocess.run([*prefix, py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(round(seconds)),
-                    "--rate", "200", "--nonblocking", "--format", fmt, "--output", str(out)],
+                    "--rate", str(rate), "--nonblocking", "--format", fmt, "--output", str(out)],
                    check=True, capture_output=True, timeout=seconds + 60)
 
 
@@ -128,15 +130,25 @@ async def profile(args: argparse.Namespace) -> str:
             await asyncio.to_thread(run_wrk, target, args.connections, 3, bodies)  # warm-up
             passes = [("raw", work / "stacks.txt")] + ([("flamegraph", args.svg)] if args.svg else [])
             for fmt, out in passes:
-                load = asyncio.create_task(asyncio.to_thread(run_wrk, target, args.connections, args.seconds + 3,
-                                                             bodies))
-                await asyncio.to_thread(record, gateway.pid, args.seconds, fmt, out, load_core)
-                result = await load
+                if args.rate:
+                    # A mostly idle process: sample often, or a profile holds too few samples to read.
+                    sampler = asyncio.create_task(asyncio.to_thread(record, gateway.pid, args.seconds, fmt, out,
+                                                                    load_core, 1000))
+                    latencies = await open_loop(target, args.rate, args.seconds + 3)
+                    await sampler
+                    summary = (f"{args.target}, open loop at {args.rate:g} req/s: {len(latencies.seconds):,} "
+                               f"answered under py-spy ({latencies.errors} errors)")
+                else:
+                    load = asyncio.create_task(asyncio.to_thread(run_wrk, target, args.connections,
+                                                                 args.seconds + 3, bodies))
+                    await asyncio.to_thread(record, gateway.pid, args.seconds, fmt, out, load_core)
+                    result = await load
+                    summary = (f"{args.target}, {args.mode} load, {args.connections} connections: "
+                               f"{result.rps:,.0f} req/s under py-spy ({result.errors} errors)")
             raw = (work / "stacks.txt").read_text()
             if args.raw:
                 args.raw.write_text(raw)
-            return (f"{args.target}, {args.mode} load, {args.connections} connections: {result.rps:,.0f} req/s "
-                    f"under py-spy ({result.errors} errors)\n" + summarise(raw, args.top))
+            return summary + "\n" + summarise(raw, args.top)
         finally:
             if gateway is not None:
                 gateway.stop()
@@ -149,6 +161,8 @@ def main() -> int:
                         help="profile the gateway, or the bare proxy as a baseline")
     parser.add_argument("--mode", choices=("plain", "stream", "mix"), default="plain")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="open-loop requests per second instead of wrk (whole answers; e.g. 200)")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--raw", type=Path, help="keep the collapsed stacks here")

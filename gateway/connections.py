@@ -16,6 +16,12 @@ cheaply and before any request reaches the app:
 - a response that completes before its request's body was read closes the connection (a 413,
   a 401 before the body): nothing is read and discarded after it.
 
+The head and body timeouts share one timer per connection that is moved lazily: a phase (head,
+body) only records its deadline, and the timer, when it fires, re-arms itself for a deadline that
+moved on. Creating and cancelling a timer handle per phase cost more than the rest of these bounds
+together on a request at moderate load; this way a busy keep-alive connection wakes for them about
+once per `server.header_timeout`, not twice per request.
+
 Each refusal is one log line (at most one per reason every 10 s, with a count) and one count in
 `gateway_connections_refused_total{reason}`. The limits come from the uvicorn Config the server
 builds (`config.gateway_limits`), so every worker and every test server gets its own.
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,6 +43,7 @@ from gateway.config.schema import ServerSettings
 
 log = logging.getLogger("gateway")
 
+_CLOCK_SLACK = 0.005  # seconds: uvloop rounds timers to milliseconds, so one may fire that early
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
@@ -79,7 +87,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._max_connections = limits.max_connections
         self._in_head = True  # reading a request's head (or waiting for one on a new connection)
         self._head_bytes = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before the phase's deadline
+        self._deadline = 0.0  # loop time by which the current phase must end
+        self._on_expiry: Callable[[], None] | None = None  # the current phase's refusal; None: no phase
         self._refused = False
         # One throttle per server (its state object is shared by all its connections).
         self._log: _Throttled = server_state.__dict__.setdefault("gateway_refusal_log", _Throttled())
@@ -95,10 +105,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 f"connection refused: {self._max_connections} connections open (server.max_connections)")
             return
         super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm(self._head_timeout, self._head_timed_out)
+        self._expect(self._head_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._end_phase()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._refused:
             super().connection_lost(exc)
 
@@ -119,31 +132,34 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        if self._timer is None:
-            self._arm(self._head_timeout, self._head_timed_out)
+        if self._on_expiry is None:  # else the connection's own head timeout still runs (first request)
+            self._expect(self._head_timeout, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
-        self._arm(self._body_timeout, self._body_timed_out)
+        self._expect(self._body_timeout, self._body_timed_out)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._end_phase()
+        # What arrives next is the next request's head: count it from its first byte (the parser
+        # calls on_message_begin only after data_received has seen that read).
+        self._in_head = True
+        self._head_bytes = 0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.more_body and not self.transport.is_closing():
             # Answered before its body was read (413, 401, ...): close rather than read the rest.
-            self._disarm()
+            self._end_phase()
             self.transport.close()
             return
         super().on_response_complete()
 
     # -- timers
     def _head_timed_out(self) -> None:
-        self._timer = None
         if self._head_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
             # Nothing of a request arrived: close without a word, as for an idle keep-alive connection.
             self._refuse("header_timeout", None,
@@ -154,23 +170,39 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             f"request refused: head not complete within {self._head_timeout:g}s (server.header_timeout)")
 
     def _body_timed_out(self) -> None:
-        self._timer = None
         started = self.cycle is not None and self.cycle.response_started
         self._refuse("body_timeout", None if started else refusal(
             408, "request_timeout", f"The request's body did not arrive within {self._body_timeout:g}s."),
             f"request refused: body not complete within {self._body_timeout:g}s (server.body_timeout)")
 
-    def _arm(self, seconds: float, callback: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, callback)
+    def _expect(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        """A phase that must end within `seconds`, else `on_expiry` refuses the request."""
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
+        self._on_expiry = on_expiry
+        timer = self._timer
+        if timer is None or timer.when() > deadline:  # only a nearer deadline needs a new timer
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._check)
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _end_phase(self) -> None:
+        self._on_expiry = None  # the timer stays: when it fires with no phase running, it lapses
+
+    def _check(self) -> None:
+        self._timer = None
+        on_expiry = self._on_expiry
+        if on_expiry is None:
+            return
+        # A later phase moved the deadline on (the loop's clock ticks in milliseconds: allow for it).
+        if self.loop.time() < self._deadline - _CLOCK_SLACK:
+            self._timer = self.loop.call_at(self._deadline, self._check)
+            return
+        self._on_expiry = None
+        on_expiry()
 
     def _refuse(self, reason: str, response: bytes | None, message: str) -> None:
-        self._disarm()
+        self._end_phase()
         metrics.connection_refused(reason)
         self._log.warn(reason, message)
         if self.transport.is_closing():

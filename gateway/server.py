@@ -52,10 +52,14 @@ _CUT_MARGIN = 5.0
 
 def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **overrides: Any) -> uvicorn.Config:
     """The one uvicorn Config every server of the gateway runs with (workers and tests included): uvloop,
-    the bounded httptools protocol (gateway/connections.py) carrying `settings.server`'s limits."""
+    the bounded httptools protocol (gateway/connections.py) carrying `settings.server`'s limits.
+
+    uvicorn's proxy-header middleware is off: it would trust X-Forwarded-* from 127.0.0.1 whatever
+    `server.trusted_proxies` says (the one place the gateway reads them), and it is a layer of work
+    on every request for nothing else."""
     options: dict[str, Any] = {
         "host": host, "port": port, "loop": "uvloop", "http": BoundedHttpProtocol, "access_log": False,
-        "log_level": "info", "lifespan": "on", "server_header": False,
+        "log_level": "info", "lifespan": "on", "server_header": False, "proxy_headers": False,
         "timeout_graceful_shutdown": _graceful_timeout(settings), **overrides}
     config = uvicorn.Config(app, **options)
     config.gateway_limits = settings.server  # type: ignore[attr-defined]  # read by BoundedHttpProtocol

@@ -151,3 +151,40 @@ async def test_keep_alive_still_works_for_complete_requests(start_gateway: Gatew
                               if line.lower().startswith(b"content-length")))
             await reader.readexactly(length)
         assert b" 200 " in head
+
+
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(WAIT):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+    return head
+
+
+async def test_a_body_timeout_shorter_than_the_head_timeout_is_kept(start_gateway: GatewayFactory) -> None:
+    # The connection's one timer was set for the (long) head timeout; the body's nearer deadline must
+    # still be kept, well within WAIT rather than after 30 s.
+    gw = await gateway(start_gateway, header_timeout=30.0, body_timeout=0.2)
+    reader, writer = await connect(gw)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: 500\r\n\r\n{\"model\": ")
+    status, error = status_and_error(await until_closed(reader))
+    assert status == 408 and "body" in error["message"]
+
+
+async def test_each_request_on_a_kept_alive_connection_has_its_own_head_timeout(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await gateway(start_gateway, header_timeout=0.5)
+    reader, writer = await connect(gw)
+    # A client pausing between requests (its pace, not a synchronisation): together they outlast
+    # the head timeout the connection started with, each alone is well within it.
+    for _ in range(3):
+        writer.write(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert b" 200 " in await read_answer(reader)
+        await asyncio.sleep(0.3)
+    # The timer from the connection's start has come and gone; a head that stalls now still gets 408.
+    writer.write(b"GET /livez HTTP/1.1\r\nhost: x\r\n")
+    status, error = status_and_error(await until_closed(reader))
+    assert status == 408 and error["code"] == "request_timeout"

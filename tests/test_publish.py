@@ -90,7 +90,10 @@ async def test_public_url_from_request_and_trusted_proxies(start_gateway: Gatewa
                                     headers={"x-forwarded-proto": "https", "x-forwarded-host": "llm.corp"})
     assert forwarded.json()["api"] == "https://llm.corp/v1"
     untrusted = await start_gateway({})
-    plain = await untrusted.client.get("/openwork/provider.json", headers={"x-forwarded-host": "evil.example"})
+    # A loopback peer is not trusted either unless listed: server.trusted_proxies is the only authority
+    # (uvicorn's own proxy-header rewriting, which trusts 127.0.0.1 by default, is off).
+    plain = await untrusted.client.get("/openwork/provider.json",
+                                       headers={"x-forwarded-host": "evil.example", "x-forwarded-proto": "https"})
     assert plain.json()["api"] == f"{untrusted.base_url}/v1"
 
 

@@ -23,6 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api.accounting import RequestRecord, admit, finish
+from gateway.api.middleware import request_headers
 from gateway.api.middleware import request_id as request_id_of
 from gateway.api.send import send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
@@ -122,13 +123,13 @@ class Pipeline:
         self._runtime = runtime
         self._protocol = protocol
         self._drain = drain
-        self._wanted = _WANTED | protocol.headers
+        self._wanted = tuple((name, name.decode()) for name in sorted(_WANTED | protocol.headers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         protocol = self._protocol
-        wanted = self._wanted
-        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
+        given = request_headers(scope)
+        headers = {text: given[name].decode("latin-1") for name, text in self._wanted if name in given}
         request_id = request_id_of(scope)
         runtime = self._runtime()
         context = RequestRecord(request_id, started, self._protocol.path)
@@ -199,7 +200,7 @@ class Pipeline:
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
                                             legs=protocol.legs(runtime, plan, body, headers))
         context.served = served
-        out_headers = _served_headers(served, context.request_id) + context.limit_headers()
+        out_headers = _served_headers(served) + context.limit_headers()
         if not stream:
             context.status = 200
             answer, context.usage = protocol.answer(served, body)
@@ -296,15 +297,24 @@ class _Watched:
                 return
 
 
-def _served_headers(served: Served, request_id: str) -> list[tuple[bytes, bytes]]:
+_COUNTS = [str(n).encode() for n in range(10)]  # header values of the usual attempt and fallback counts
+_TARGET_HEADERS: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}  # by (provider, target): few
+
+
+def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
+    """Which target served, after how many attempts (x-request-id is the middleware's)."""
     target = served.target
-    return [
-        (b"x-request-id", request_id.encode()),
-        (b"x-gateway-provider", target.provider_id.encode()),
-        (b"x-gateway-model", target.key.encode()),
-        (b"x-gateway-attempts", str(sum(1 for a in served.attempts if a.tried)).encode()),
-        (b"x-gateway-fallbacks", str(served.fallbacks).encode()),
-    ]
+    key = (target.provider_id, target.key)
+    named = _TARGET_HEADERS.get(key)
+    if named is None:
+        named = [(b"x-gateway-provider", key[0].encode()), (b"x-gateway-model", key[1].encode())]
+        if len(_TARGET_HEADERS) < 4096:  # targets come from the config: bounded, but never grow for ever
+            _TARGET_HEADERS[key] = named
+    attempts = sum(1 for a in served.attempts if a.tried)
+    fallbacks = served.fallbacks
+    return [*named,
+            (b"x-gateway-attempts", _COUNTS[attempts] if attempts < 10 else str(attempts).encode()),
+            (b"x-gateway-fallbacks", _COUNTS[fallbacks] if fallbacks < 10 else str(fallbacks).encode())]
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:

@@ -8,7 +8,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.send import new_request_id
 from gateway.api.unserved import not_served
 from gateway.errors import GatewayError, MethodNotAllowed
 
@@ -16,9 +15,9 @@ log = logging.getLogger("gateway")
 
 
 def _response(error: GatewayError, request: Request) -> Response:
-    request_id = request.headers.get("x-request-id") or new_request_id()
+    # x-request-id is added by the middleware around the whole app (api/middleware.py).
     return Response(error.to_json(), status_code=error.status, media_type="application/json",
-                    headers={"x-request-id": request_id, **error.headers})
+                    headers=error.headers)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from gateway.api.chat import parse_object
-from gateway.api.send import new_request_id, send_json
+from gateway.api.middleware import request_id as request_id_of
+from gateway.api.send import send_json
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
 from gateway.failover.run import Served
 from gateway.protocols import messages
@@ -95,8 +96,7 @@ class MessagesProtocol:
     async def send_error(self, send: Send, error: GatewayError, request_id: str) -> None:
         body = messages.error_body(error)
         body["request_id"] = request_id
-        headers = [(b"x-request-id", request_id.encode())]
-        headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+        headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         await send_json(send, messages.error_status(error), orjson.dumps(body), headers)
 
 
@@ -136,7 +136,7 @@ class CountTokens:
 
     async def handle(self, request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime()
-        request_id = request.headers.get("x-request-id") or new_request_id()
+        request_id = request_id_of(request.scope)
         try:
             caller = runtime.auth.authenticate(request.headers)
             raw = await _bounded_body(request, runtime.settings.server.max_body_bytes)
@@ -153,11 +153,11 @@ class CountTokens:
                         return counted
             estimate = orjson.dumps({"input_tokens": messages.estimate_tokens(body)})
             return Response(estimate, media_type="application/json",
-                            headers={"x-gateway-token-count": "estimated", "x-request-id": request_id})
+                            headers={"x-gateway-token-count": "estimated"})
         except GatewayError as error:
             body = {**messages.error_body(error), "request_id": request_id}
             return Response(orjson.dumps(body), status_code=messages.error_status(error),
-                            media_type="application/json", headers={"x-request-id": request_id, **error.headers})
+                            media_type="application/json", headers=error.headers)
 
     async def _ask(
         self, target: Target, body: dict[str, Any], headers: Mapping[str, str], limit: int

@@ -3,7 +3,10 @@
 Raw ASGI around the whole app (the chat pipeline, Starlette's routes, 404s and errors alike), so no
 endpoint can forget either. The request id is the client's `x-request-id` when it is a sane token
 (at most 128 bytes, no control characters), echoed as the very bytes it came in; otherwise a new
-one. Endpoints read it from the scope (`request_id(scope)`) for their log lines.
+one. Endpoints read it from the scope (`request_id(scope)`) for their log lines and error bodies,
+and never set the header themselves, so the middleware only appends it (no pass over the answer's
+headers). The request's headers are made a dict once here (`request_headers(scope)`), for the
+middleware and the endpoints alike.
 """
 
 from __future__ import annotations
@@ -16,12 +19,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.api.send import new_request_id
 
 _SCOPE_KEY = "gateway.request_id"
+_HEADERS_KEY = "gateway.headers"
 _HEADER = b"x-request-id"
 _SANE = re.compile(rb"[\x20-\x7e\x80-\xff]{1,128}")
 # What a browser client may read of an answer besides the CORS-safelisted headers.
 _EXPOSED = ("x-request-id", "x-gateway-provider", "x-gateway-model", "x-gateway-attempts", "x-gateway-fallbacks",
             "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
             "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
+
+
+def request_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by their lower-case name (the last of repeated ones), built once per request."""
+    headers: dict[bytes, bytes] | None = scope.get(_HEADERS_KEY)
+    if headers is None:
+        headers = scope[_HEADERS_KEY] = dict(scope["headers"])
+    return headers
 
 
 def request_id(scope: Scope) -> str:
@@ -40,8 +52,8 @@ class RequestId:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        raw = _given(scope["headers"])
-        if raw is None:
+        raw = request_headers(scope).get(_HEADER)
+        if raw is None or _SANE.fullmatch(raw) is None:
             text = new_request_id()
             raw = text.encode()
         else:
@@ -51,19 +63,10 @@ class RequestId:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER]
-                headers.append(header)
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
         await self._app(scope, receive, send_with_id)
-
-
-def _given(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if name == _HEADER:
-            return value if _SANE.fullmatch(value) else None
-    return None
 
 
 def with_cors(app: ASGIApp, origins: tuple[str, ...]) -> ASGIApp:

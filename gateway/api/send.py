@@ -29,6 +29,6 @@ async def send_json(send: Send, status: int, body: bytes, headers: Iterable[tupl
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
-    headers = [(b"x-request-id", request_id.encode())]
-    headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    """An OpenAI error answer (the x-request-id header is the middleware's to add: api/middleware.py)."""
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send_json(send, error.status, error.to_json(), headers)

@@ -227,9 +227,10 @@ class Executor:
                            ticket: Ticket, *, client_errors: bool = True) -> Opened | UpstreamError:
         """One attempt, recorded and settled; the client's own errors (FAIL) are raised unless
         `client_errors` is False (a continuation's refusal is one more failed attempt)."""
+        # Only a stream waits for a first token; a whole answer is bounded by its response timeout.
         first_token = first_token_limit(target.timeouts, reasoning=bool(target.model.reasoning),
                                         samples=self.health.latency.first_tokens(target.key),
-                                        prompt_tokens=run.body_size // 4)
+                                        prompt_tokens=run.body_size // 4) if run.stream else 0.0
         started = time.monotonic()
         try:
             opened = await attempt(self._transport, target, leg, payload, stream=run.stream,

@@ -144,8 +144,11 @@ class Transport:
         key = (connect, read, total)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            # Policy values repeat, so a small cache saves building one per request.
-            timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+            # Policy values repeat, so a small cache saves building one per request. A read timeout
+            # no shorter than the total can never fire first, and aiohttp re-arms it on every read:
+            # whole answers (read == total) go without it.
+            sock_read = None if total is not None and read >= total else read
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=sock_read)
             if len(self._timeouts) < 256:
                 self._timeouts[key] = timeout
         return timeout
