@@ -8,9 +8,9 @@
 Starts the fake upstream and the gateway pinned as in `benchmarks.run`, puts wrk load on it, and
 samples the gateway with py-spy (`pip install py-spy`; non-blocking, so the gateway is not paused)
 from the load core. `--rate` replaces wrk with the open-loop client at a fixed rate: the moderate
-load where per-request fixed costs (tasks, timers, wake-ups) do not amortise. Prints the functions with the largest self and inclusive share of the samples;
-`--raw` keeps the collapsed stacks (speedscope and flamegraph.pl read them), `--svg` also records a
-flame graph in a second pass.
+load where per-request fixed costs (tasks, timers, wake-ups) do not amortise. Prints the functions
+with the largest self and inclusive share of the samples; `--raw` keeps the collapsed stacks
+(speedscope and flamegraph.pl read them), `--svg` also records a flame graph in a second pass.
 """
 
 from __future__ import annotations
