@@ -48,8 +48,8 @@ FEATURES: tuple[Feature, ...] = (
         config={"auth": {"keys": [{"name": "bench", "key": "${BENCH_GATEWAY_KEY}",
                                    "limits": {"rpm": 100_000_000, "tpm": 100_000_000_000,
                                               "budget_usd": 1_000_000, "period": "month"}}]}},
-        note="One key with RPM, TPM and a monthly budget: one SQLite transaction per admission (BEGIN IMMEDIATE), "
-             "settlements batched with the ledger rows off the hot path (the plain gateway writes ledger rows too).",
+        note="One key with RPM, TPM and a monthly budget, one worker: counters in the process (spend written behind "
+             "to the SQLite file with the ledger rows, off the hot path; the plain gateway writes ledger rows too).",
     ),
     Feature(
         "limits + budgets (Redis backend)", "plain",

@@ -4,6 +4,7 @@ the machine's load, for deciding between two versions of the hot path on a share
     python -m benchmarks.instructions                         # gateway, whole answers
     python -m benchmarks.instructions --target bare --stream  # the bare proxy, 50-chunk streams
     python -m benchmarks.instructions --cprofile calls.txt    # instead: Python calls per request
+    python -m benchmarks.instructions --feature 'limits + budgets (embedded store)'  # a feature row's gateway
 
 The proxy runs under callgrind; after a warm-up the counters are zeroed, `--requests` requests are
 sent one at a time (no queue: the moderate-load case, where nothing amortises across requests),
@@ -31,13 +32,16 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.configs import ALIAS, GATEWAY_KEY, write_gateway_config
+from benchmarks.features import FEATURES, Feature
 from benchmarks.load import Target
 from benchmarks.procs import Service, free_port
 
 
-def _command(target: str, work: Path, api: str, port: int) -> tuple[list[str], Target]:
+def _command(target: str, work: Path, api: str, port: int, feature: Feature | None = None) -> tuple[list[str], Target]:
     if target == "gateway":
-        config = write_gateway_config(work, api, port)
+        # A feature row's gateway (its config laid over the plain one) answers the same plain chat
+        # requests, so the two counts differ by what the feature adds per request.
+        config = write_gateway_config(work, api, port, feature.config if feature else None)
         return ([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
                 Target("gateway", f"http://127.0.0.1:{port}/v1/chat/completions", ALIAS,
                        {"Authorization": f"Bearer {GATEWAY_KEY}"}))
@@ -60,7 +64,7 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
-def count(target: str, requests: int, stream: bool, warmup: int) -> float:
+def count(target: str, requests: int, stream: bool, warmup: int, feature: Feature | None = None) -> float:
     with tempfile.TemporaryDirectory(prefix="gateway-instr-") as directory:
         work = Path(directory)
         env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY,
@@ -69,7 +73,7 @@ def count(target: str, requests: int, stream: bool, warmup: int) -> float:
         upstream = Service("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)],
                            core=None, log=work / "upstream.log")
         out = work / "callgrind.out"
-        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port)
+        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port, feature)
         proxy = Service(target, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
                         core=None, log=work / "proxy.log", env=env)
         try:
@@ -91,7 +95,7 @@ def count(target: str, requests: int, stream: bool, warmup: int) -> float:
             upstream.stop()
 
 
-def calls(target: str, requests: int, stream: bool, warmup: int, top: int) -> str:
+def calls(target: str, requests: int, stream: bool, warmup: int, top: int, feature: Feature | None = None) -> str:
     """cProfile call counts per request: which functions (and how many timers, tasks) each request costs."""
     with tempfile.TemporaryDirectory(prefix="gateway-calls-") as directory:
         work = Path(directory)
@@ -99,7 +103,7 @@ def calls(target: str, requests: int, stream: bool, warmup: int, top: int) -> st
         upstream_port, port = free_port(), free_port()
         upstream = Service("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)],
                            core=None, log=work / "upstream.log")
-        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port)
+        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port, feature)
         runs: list[pstats.Stats] = []
         try:
             upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
@@ -138,16 +142,22 @@ def main() -> int:
     parser.add_argument("--stream", action="store_true", help="50-chunk streams instead of whole answers")
     parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire == "openai" and not f.services],
+                        help="the gateway of this feature row (chat, no extra service) instead of the plain one")
     args = parser.parse_args()
+    feature = next((f for f in FEATURES if f.name == args.feature), None)
+    if feature is not None and args.target != "gateway":
+        parser.error("--feature applies to --target gateway")
     if args.cprofile:
-        report = calls(args.target, args.requests, args.stream, args.warmup, args.top)
+        report = calls(args.target, args.requests, args.stream, args.warmup, args.top, feature)
         args.cprofile.write_text(report + "\n")
         print(report)
         return 0
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (apt-get install valgrind)")
-    per = count(args.target, args.requests, args.stream, args.warmup)
-    print(f"{args.target}, {'50-chunk streams' if args.stream else 'whole answers'}: "
+    per = count(args.target, args.requests, args.stream, args.warmup, feature)
+    what = f"{args.target}{f' ({feature.name})' if feature else ''}"
+    print(f"{what}, {'50-chunk streams' if args.stream else 'whole answers'}: "
           f"{per:,.0f} instructions per request ({args.requests} requests after {args.warmup} warm-up)")
     return 0
 

@@ -3,6 +3,7 @@
     python -m benchmarks.opcodes                    # the gateway, whole answers
     python -m benchmarks.opcodes --stream --top 30  # 50-chunk streams
     python -m benchmarks.opcodes --target raw       # the raw-ASGI proxy, for comparison
+    python -m benchmarks.opcodes --feature 'limits + budgets (embedded store)'  # a feature row's gateway
 
 The proxy runs under a tracer (`benchmarks/_optrace.py`: sys.settrace with per-opcode events)
 that counts nothing until SIGUSR1; then `--requests` requests are sent one at a time, SIGUSR2
@@ -26,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.configs import GATEWAY_KEY
+from benchmarks.features import FEATURES, Feature
 from benchmarks.instructions import _command, _send
 from benchmarks.procs import ROOT, Service, free_port
 
@@ -40,7 +42,7 @@ def _package(location: str) -> str:
     return location.split(":", 1)[0]  # <string>: dataclass __init__s and the like
 
 
-def count(target: str, requests: int, stream: bool, top: int) -> str:
+def count(target: str, requests: int, stream: bool, top: int, feature: Feature | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="gateway-opcodes-") as directory:
         work = Path(directory)
         out = work / "opcodes.tsv"
@@ -49,7 +51,7 @@ def count(target: str, requests: int, stream: bool, top: int) -> str:
         upstream_port, port = free_port(), free_port()
         upstream = Service("upstream", [sys.executable, "-m", "benchmarks.upstream", "--port", str(upstream_port)],
                            core=None, log=work / "upstream.log")
-        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port)
+        command, load = _command(target, work, f"http://127.0.0.1:{upstream_port}/v1", port, feature)
         traced = [command[0], str(Path(__file__).with_name("_optrace.py")), *command[1:]]
         proxy = Service(target, traced, core=None, log=work / "proxy.log", env=env)
         try:
@@ -86,8 +88,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--stream", action="store_true", help="50-chunk streams instead of whole answers")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire == "openai" and not f.services],
+                        help="the gateway of this feature row (chat, no extra service) instead of the plain one")
     args = parser.parse_args()
-    print(count(args.target, args.requests, args.stream, args.top))
+    feature = next((f for f in FEATURES if f.name == args.feature), None)
+    if feature is not None and args.target != "gateway":
+        parser.error("--feature applies to --target gateway")
+    print(count(args.target, args.requests, args.stream, args.top, feature))
     return 0
 
 

@@ -55,7 +55,7 @@ class Gateway:
         self.bind_host = bind_host or settings.server.host
         self.transport = Transport()
         self.drain = Drain()
-        self.teams = Teams(settings.state)
+        self.teams = Teams(settings.state, workers=settings.server.workers)
         # Circuits and latencies are about the upstreams, not the config: they outlive a reload.
         self.health = Health(settings.breaker, clock)
         self.runtime = self._prepare(settings).assemble(self.transport, self.health, self.teams)

@@ -197,6 +197,15 @@ class SQLiteStore:
                 self._last_sweep = beat
         self._last_beat = beat
 
+    async def add_spent(self, amounts: Sequence[tuple[str, str, float]]) -> None:
+        """Spend settled elsewhere (in-process counters, gateway.state.memory), added to the shared totals."""
+        if amounts:
+            await self._in_background(self._add_spent, amounts)
+
+    def _add_spent(self, amounts: Sequence[tuple[str, str, float]]) -> None:
+        with _write(self._background_db) as db:
+            db.executemany(_ADD_SPENT, amounts)
+
     async def spent(self, scope: str, period: str) -> float:
         row = self._db.execute("SELECT total(spent) FROM spend WHERE scope = ? AND period = ?",
                                (scope, period)).fetchone()
@@ -266,6 +275,8 @@ _HOLD_SLOT = ("INSERT INTO inflight (scope, worker, count) VALUES (?, ?, ?) "
               "ON CONFLICT (scope, worker) DO UPDATE SET count = count + excluded.count")
 _RESERVE = ("INSERT INTO spend (scope, period, worker, spent, reserved) VALUES (?, ?, ?, 0, ?) "
             "ON CONFLICT (scope, period, worker) DO UPDATE SET reserved = reserved + excluded.reserved")
+_ADD_SPENT = ("INSERT INTO spend (scope, period, worker, spent, reserved) VALUES (?, ?, '', ?, 0) "
+              "ON CONFLICT (scope, period, worker) DO UPDATE SET spent = spent + excluded.spent")
 _SWEEP_SECONDS = 5.0
 _DEAD_AFTER = 15.0  # seconds without a heartbeat (one a second) before a worker's reservations are given back
 
