@@ -100,3 +100,75 @@ def interpret(data: bytes) -> Chunk:
     usage = parsed.get("usage")
     return Chunk(parsed, content=content, text=text, tool=tool, reasoning=reasoning, finish_reason=finish,
                  usage=usage if isinstance(usage, dict) and usage else None, choices=len(choices))
+
+
+# The relay's fast path. Most events of a chat stream are plain deltas: the relay forwards them as
+# sent and needs nothing from them at once (the transcript reads them only if a continuation does).
+# What it must not miss is a finish reason, usage or an error. In JSON a `"` inside a string is
+# always escaped, so the bytes `"usage":null` can only be a key `usage` whose value is null, and a
+# key `usage` with any other value still puts the bytes `"usage"` there. So once the null forms are
+# blanked out, every `"usage"` left is an event to read: a real value, or text that merely looks
+# like it (a delta saying `"usage"`), which costs a parse and nothing else. What this does not see
+# is a key written with escapes (`"\u0075sage"`), which no JSON encoder produces for an ASCII key.
+_WATCHED = tuple(
+    (b'"%s"' % key, (b'"%s":null' % key, b'"%s": null' % key)) for key in (b"finish_reason", b"usage", b"error")
+)
+_START = b"data: {"
+_BETWEEN = b"}\n\ndata: {"
+_DONE_EVENT = b"data: [DONE]"
+
+
+def plain_runs(events: list[bytes]) -> list[tuple[bytes, int]]:
+    """The events in order as runs: (events joined by blank lines, how many) for plain events the
+    relay may forward without reading, (one event, 0) for an event to read. Plain: a one-line
+    `data: {...}` event whose finish_reason, usage and error keys are absent or null."""
+    if not events:
+        return []
+    if events[-1] == _DONE_EVENT:  # the usual end of a batch: keep it out of the scans below
+        return [*plain_runs(events[:-1]), (_DONE_EVENT, 0)]
+    blob = b"\n\n".join(events)
+    suspects = _suspects(blob, events)
+    if not suspects:
+        return [(blob, len(events))]
+    runs: list[tuple[bytes, int]] = []
+    start = 0
+    for at in sorted(suspects):
+        if at < start:
+            continue  # in an event already cut out
+        first = blob.rfind(b"\n\n", start, at)
+        first = start if first < 0 else first + 2
+        last = blob.find(b"\n\n", at)
+        last = len(blob) if last < 0 else last
+        if first > start:
+            runs.append((blob[start:first - 2], blob.count(b"\n\n", start, first - 2) + 1))
+        runs.append((blob[first:last], 0))
+        start = last + 2
+    if start < len(blob):
+        runs.append((blob[start:], blob.count(b"\n\n", start) + 1))
+    return runs
+
+
+def _suspects(blob: bytes, events: list[bytes]) -> list[int]:
+    """Offsets in `blob` inside events that must be read. Each test is a scan in C, not a loop in
+    Python over the events, except for a batch with an event of another shape (rare)."""
+    suspects: list[int] = []
+    well_formed = (blob.startswith(_START) and blob.endswith(b"}") and b"\r" not in blob
+                   and blob.count(b"\n") == 2 * (len(events) - 1) and blob.count(_BETWEEN) == len(events) - 1)
+    if not well_formed:
+        offset = 0
+        for event in events:
+            if not (event.startswith(_START) and event.endswith(b"}")) or b"\n" in event or b"\r" in event:
+                suspects.append(offset)
+            offset += len(event) + 2
+    for key, nulls in _WATCHED:
+        masked = blob
+        at = masked.find(key)
+        for null in nulls:  # blank a null form out when it is what the first occurrence is
+            if at >= 0 and masked.startswith(null, at):
+                masked = masked.replace(null, b"-" * len(null))
+                at = masked.find(key)
+        while at >= 0:
+            suspects.append(at)
+            end = masked.find(b"\n\n", at)
+            at = masked.find(key, end) if end >= 0 else -1
+    return suspects

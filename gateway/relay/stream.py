@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from gateway.relay.chunk import Chunk, MalformedChunk, interpret
+from gateway.relay.chunk import Chunk, MalformedChunk, interpret, plain_runs
 from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
@@ -42,28 +42,99 @@ class RelayResult:
     first_write_at: float | None = None
 
 
-@dataclass(slots=True)
 class Transcript:
-    """What the client has been sent so far."""
+    """What the client has been sent so far, as much as a continuation needs: the text of choice 0,
+    whether any tool call or content other than text went out, and the first chunk (id, model).
 
-    pieces: list[str] = field(default_factory=list)  # text content of choice 0, in order
-    tool: bool = False  # part of a tool call was sent
-    untextual: bool = False  # more than one choice, or content that is neither text nor reasoning
-    first: dict[str, Any] | None = None  # the first chunk sent (its id, model, created)
+    Events the relay forwarded unread (plain deltas, see chunk.plain_prefix) are kept as the bytes
+    sent and read only when a continuation asks, so a stream that never breaks never reads them.
+    Past `FOLD_AT` bytes of them they are read and kept as text, which bounds the memory a long
+    stream holds to about that."""
+
+    FOLD_AT = 256 * 1024
+
+    __slots__ = ("_parts", "_tool", "_unread", "_untextual", "first")
+
+    def __init__(self) -> None:
+        self._parts: list[str | bytes] = []  # in order: text, or unread events joined by blank lines
+        self._unread = 0  # bytes of unread events in _parts
+        self._tool = False
+        self._untextual = False
+        self.first: dict[str, Any] | None = None  # the first chunk sent with a choice in it
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        self._read()
+        return "".join(part for part in self._parts if isinstance(part, str))  # all text once read
+
+    @property
+    def tool(self) -> bool:
+        """Part of a tool call was sent."""
+        self._read()
+        return self._tool
+
+    @property
+    def untextual(self) -> bool:
+        """More than one choice, content that is neither text nor reasoning, or an event unreadable."""
+        self._read()
+        return self._untextual
 
     def add(self, chunk: Chunk, text: str) -> None:
         if self.first is None and chunk.data is not None and chunk.choices:
             self.first = chunk.data
         if text:
-            self.pieces.append(text)
+            self._parts.append(text)
+        self._flags(chunk)
+
+    def add_unread(self, events: bytes) -> None:
+        """Events sent as the upstream sent them, joined by blank lines, not read yet."""
+        if self.first is None:
+            self._find_first(events)
+        self._parts.append(events)
+        self._unread += len(events)
+        if self._unread > self.FOLD_AT:
+            self._read()
+
+    def _flags(self, chunk: Chunk) -> None:
         if chunk.tool:
-            self.tool = True
+            self._tool = True
         elif chunk.choices > 1 or (chunk.content and not chunk.text and not chunk.reasoning):
-            self.untextual = True
+            self._untextual = True
+
+    def _find_first(self, events: bytes) -> None:
+        # Once per stream, and almost always the first event (the role chunk) is it.
+        for event in events.split(b"\n\n"):
+            chunk = _read_event(event)
+            if chunk is not None and chunk.data is not None and chunk.choices:
+                self.first = chunk.data
+                return
+
+    def _read(self) -> None:
+        """Replace the unread events by their text, reading them as the relay would have."""
+        if not self._unread:
+            return
+        parts: list[str | bytes] = []
+        for part in self._parts:
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            for event in part.split(b"\n\n"):
+                chunk = _read_event(event)
+                if chunk is None:
+                    self._untextual = True  # what the client got from it is unknown: not continued
+                    continue
+                if chunk.text:
+                    parts.append(chunk.text)
+                self._flags(chunk)
+        self._parts, self._unread = parts, 0
+
+
+def _read_event(event: bytes) -> Chunk | None:
+    data = event_data(event)
+    try:
+        return interpret(data) if data is not None else None
+    except MalformedChunk:
+        return None
 
 
 class MalformedEvent(UpstreamProtocolError):
@@ -145,38 +216,57 @@ async def relay(
 
 def _process(events: list[bytes], out: list[bytes], result: RelayResult, transcript: Transcript,
              wants_usage: bool, edit: Edit | None) -> bool:
-    """Append what the client should get to `out`; True once the upstream's [DONE] arrived."""
-    for event in events:
-        data = event_data(event)
-        if data is None:
-            out.append(event + b"\n\n")  # comments and keep-alives pass through
-            continue
-        try:
-            chunk = interpret(data)
-        except MalformedChunk as exc:
-            raise MalformedEvent(f"the upstream sent {exc} after the answer had started") from None
-        if chunk.done:
-            out.append(DONE_EVENT)
-            return True
-        if chunk.error is not None:
-            message = chunk.error.get("message")
-            raise UpstreamProtocolError(f"the upstream reported an error mid-stream: {message}")
-        if chunk.usage is not None:
-            result.usage = chunk.usage
-        if chunk.finish_reason is not None:
-            result.finished = True
-        if edit is not None:
-            edited = edit(chunk, event)
-            if edited is None:
-                continue
-            event, text = edited
-        elif chunk.usage_only and not wants_usage:
-            continue  # the usage-only chunk the gateway asked for on its own account
-        else:
-            text = chunk.text
-        transcript.add(chunk, text)
-        result.chunks += 1
-        out.append(event + b"\n\n")
+    """Append what the client should get to `out`; True once the upstream's [DONE] arrived.
+
+    Runs of plain deltas go out as sent, unread (chunk.plain_runs says why that is safe); the
+    events that may end the stream or carry usage or an error, and every event of a continuation
+    segment (`edit` rewrites them), are read one by one."""
+    if edit is None:
+        for run, plain in plain_runs(events):
+            if plain:
+                out += (run, b"\n\n")
+                transcript.add_unread(run)
+                result.chunks += plain
+            elif _process_one(run, out, result, transcript, wants_usage, edit):
+                return True
+        return False
+    # any() stops at the [DONE]: nothing after it is the client's.
+    return any(_process_one(event, out, result, transcript, wants_usage, edit) for event in events)
+
+
+def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript: Transcript,
+                 wants_usage: bool, edit: Edit | None) -> bool:
+    """One event, read: append what the client should get to `out`; True if it is the [DONE]."""
+    data = event_data(event)
+    if data is None:
+        out.append(event + b"\n\n")  # comments and keep-alives pass through
+        return False
+    try:
+        chunk = interpret(data)
+    except MalformedChunk as exc:
+        raise MalformedEvent(f"the upstream sent {exc} after the answer had started") from None
+    if chunk.done:
+        out.append(DONE_EVENT)
+        return True
+    if chunk.error is not None:
+        message = chunk.error.get("message")
+        raise UpstreamProtocolError(f"the upstream reported an error mid-stream: {message}")
+    if chunk.usage is not None:
+        result.usage = chunk.usage
+    if chunk.finish_reason is not None:
+        result.finished = True
+    if edit is not None:
+        edited = edit(chunk, event)
+        if edited is None:
+            return False
+        event, text = edited
+    elif chunk.usage_only and not wants_usage:
+        return False  # the usage-only chunk the gateway asked for on its own account
+    else:
+        text = chunk.text
+    transcript.add(chunk, text)
+    result.chunks += 1
+    out.append(event + b"\n\n")
     return False
 
 

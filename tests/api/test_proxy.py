@@ -121,3 +121,26 @@ async def test_upstream_bad_request_passes_through_as_the_upstream_said(start_ga
         assert "temperature too high" in error["message"] and error["param"] == "temperature"
         assert error["code"] == "invalid_value"
         assert len(up.received) == 1, "a client error is neither retried nor failed over"
+
+
+async def test_a_stream_read_by_the_fast_path_keeps_every_edge(start_gateway: GatewayFactory) -> None:
+    # The relay forwards plain deltas unread: text that mentions a finish or usage must not end the
+    # stream, and a last chunk with content, a finish AND usage must still reach the client and count.
+    sly = 'quote: "finish_reason":"stop", "usage":{"total_tokens":1}, [DONE]'
+    usage = {"prompt_tokens": 4, "completion_tokens": 7, "total_tokens": 11}
+    last = chunk(content=" end.")
+    last["choices"][0]["finish_reason"] = "stop"
+    last["usage"] = usage
+    split = b"data: " + orjson.dumps(chunk(content=" split across reads")) + b"\n\n"
+    events = [chunk(role="assistant", content=""), chunk(content=sly), split[:20], split[20:], last]
+    async with FakeUpstream() as up:
+        up.script(stream(events), stream(events))
+        gw = await gateway_for(start_gateway, up)
+        for asked in (False, True):
+            response = await gw.chat({**BODY, "stream": True, "stream_options": {"include_usage": asked}})
+            sent = sse_events(response.text)
+            assert sent[-1] == "[DONE]"
+            chunks = [orjson.loads(e) for e in sent[:-1]]
+            text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+            assert text == sly + " split across reads end."
+            assert chunks[-1]["usage"] == usage and chunks[-1]["choices"][0]["finish_reason"] == "stop"

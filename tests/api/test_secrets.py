@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import FAST_POLICY, GatewayFactory, RunningGateway, model_json, provider_json, secret
-from tests.fakes.upstream import FakeUpstream, leak
+from tests.fakes.upstream import FakeUpstream, chunk, leak, pause, stream
 
 KEY = secret("sk-leaky-upstream-key-0123456789")
 ACCOUNT = secret("acct-7f3e9a1b2c4d")
@@ -108,4 +109,18 @@ async def test_an_answer_quoting_the_credentials_is_masked(start_gateway: Gatewa
         response = await gw.chat({**ASK, "stream": stream})
         assert response.status_code == 200
         assert "***" in response.text and "/chat/completions" in response.text
+        assert_sent_and_masked(up, response.text)
+
+
+async def test_a_credential_split_across_two_reads_of_a_stream_is_masked(start_gateway: GatewayFactory) -> None:
+    # Masking works on whole events: the relay masks what it sends once per read, and an event cut
+    # between two reads is sent only once its end has arrived, so the two halves are masked together.
+    quoted = b"data: " + orjson.dumps(chunk(content=f"the key is {KEY}, see?")) + b"\n\n"
+    cut_at = quoted.index(KEY.encode()) + len(KEY) // 2
+    async with FakeUpstream() as up:
+        up.script(stream([chunk(role="assistant", content=""), chunk(content="Hello"), quoted[:cut_at], pause(0.05),
+                          quoted[cut_at:], chunk(finish_reason="stop")]))
+        gw = await gateway(start_gateway, up)
+        response = await gw.chat({**ASK, "stream": True})
+        assert response.status_code == 200 and "the key is ***, see?" in response.text
         assert_sent_and_masked(up, response.text)

@@ -1,0 +1,154 @@
+"""The relay's fast path: which events it forwards unread, and the transcript that reads them later.
+
+The byte tests must be conservative: an event the fast path lets through unread must be one the
+parser would have found no finish, usage, error or end in. The random test checks exactly that
+against `interpret` over events written with several encoders' spacing and tricky text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+
+from gateway.relay.chunk import interpret, plain_runs
+from gateway.relay.sse import event_data
+from gateway.relay.stream import Transcript
+
+BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+
+def event(choices: list[dict[str, Any]], spaced: bool = False, **extra: Any) -> bytes:
+    data = {**BASE, "choices": choices, **extra}
+    raw = json.dumps(data).encode() if spaced else orjson.dumps(data)
+    return b"data: " + raw
+
+
+def delta(content: str | None = None, finish: str | None = None, index: int = 0, **fields: Any) -> dict[str, Any]:
+    body = {**({"content": content} if content is not None else {}), **fields}
+    return {"index": index, "delta": body, "finish_reason": finish}
+
+
+def runs_of(events: list[bytes]) -> list[tuple[list[bytes], int]]:
+    """plain_runs, with each run split back into its events (so tests compare events, not joins)."""
+    return [(run.split(b"\n\n") if plain else [run], plain) for run, plain in plain_runs(events)]
+
+
+def test_a_typical_batch_is_one_unread_run_then_the_end_read_one_by_one() -> None:
+    role = event([delta("", role="assistant")])
+    words = [event([delta(f" w{i}")]) for i in range(50)]
+    finish = event([delta(finish="stop")])
+    usage = event([], usage={"prompt_tokens": 1, "completion_tokens": 50, "total_tokens": 51})
+    done = b"data: [DONE]"
+    assert runs_of([role, *words, finish, usage, done]) == [
+        ([role, *words], 51), ([finish], 0), ([usage], 0), ([done], 0)]
+
+
+def test_null_values_in_either_spacing_are_plain_and_real_values_are_read() -> None:
+    for spaced in (False, True):
+        plain = event([delta("hi")], spaced=spaced, usage=None, error=None)
+        assert b": null" in plain or not spaced
+        assert runs_of([plain]) == [([plain], 1)]
+        for read in (event([delta("hi", finish="length")], spaced=spaced),
+                     event([delta("hi")], spaced=spaced, usage={"prompt_tokens": 1}),
+                     event([delta("hi")], spaced=spaced, error={"message": "overloaded"})):
+            assert runs_of([plain, read, plain]) == [([plain], 1), ([read], 0), ([plain], 1)]
+
+
+def test_an_event_with_content_and_usage_is_read() -> None:
+    both = event([delta("last words")], usage={"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12})
+    assert runs_of([both]) == [([both], 0)]
+
+
+def test_text_that_looks_like_a_finish_does_not_fool_it() -> None:
+    # Inside a JSON string every quote is escaped: this text never reads as a key.
+    sly = event([delta('so "finish_reason":"stop", "usage":{"total_tokens":1}, "error":"x" he said')])
+    assert runs_of([sly]) == [([sly], 1)]
+    # A delta whose whole text is `usage` does put the bytes `"usage"` there: read, to be safe.
+    word = event([delta("usage")])
+    assert runs_of([word]) == [([word], 0)]
+    assert interpret(event_data(word) or b"").usage is None
+
+
+def test_events_of_another_shape_are_read_and_keep_their_place() -> None:
+    a, b = event([delta("a")]), event([delta("b")])
+    for odd in (b": keep-alive", b"event: x\ndata: {}", b'data:{"choices":[]}', b"data: [DONE]x",
+                b'data: {"choices":[{"delta":{"content":"cut', b"data: {}\rdata: {}"):
+        assert runs_of([a, odd, b]) == [([a], 1), ([odd], 0), ([b], 1)], odd
+
+
+def test_empty_batch() -> None:
+    assert plain_runs([]) == []
+
+
+def _random_event(rng: random.Random) -> bytes:
+    texts = ['"', "\\", '"usage"', "finish_reason", '"finish_reason":null', '\\"error\\":', "null", "}\n\ndata: {",
+             "é", "\u2028", " ", "[DONE]", "ok"]
+    text = "".join(rng.choice(texts) for _ in range(rng.randint(0, 4)))
+    choice = delta(text, finish=rng.choice([None, None, "stop", ""]), index=rng.choice([0, 0, 1]))
+    extra: dict[str, Any] = {}
+    for key in ("usage", "error"):
+        roll = rng.random()
+        if roll < 0.3:
+            extra[key] = None
+        elif roll < 0.4:
+            extra[key] = rng.choice([{}, {"message": "m"}, {"prompt_tokens": 1}, "", 0])
+    choices = rng.choice([[choice], [choice], [], [choice, delta("x", index=1)]])
+    return event(choices, spaced=rng.random() < 0.5, **extra)
+
+
+def test_nothing_the_parser_would_act_on_is_ever_let_through_unread() -> None:
+    rng = random.Random(15)
+    unread = 0
+    for _ in range(300):
+        events = [_random_event(rng) for _ in range(rng.randint(1, 12))]
+        runs = plain_runs(events)
+        assert b"\n\n".join(run for run, _ in runs) == b"\n\n".join(events), "order and bytes kept"
+        assert sum(max(plain, 1) for _, plain in runs) == len(events)
+        unread += sum(plain for _, plain in runs)
+        for run, plain in runs:
+            for one in run.split(b"\n\n") if plain else ():
+                chunk = interpret(event_data(one) or b"")
+                assert chunk.finish_reason is None and chunk.usage is None and chunk.error is None, one
+    assert unread > 300, "the cases exercise the fast path, not only the parser"
+
+
+def _sent(transcript: Transcript, events: list[bytes], unread: bool) -> None:
+    for one in events:
+        if unread:
+            transcript.add_unread(one)
+        else:
+            chunk = interpret(event_data(one) or b"")
+            transcript.add(chunk, chunk.text)
+
+
+def test_the_transcript_reads_unread_events_as_the_relay_would_have() -> None:
+    cases = [
+        [event([delta("", role="assistant")]), event([delta("Hel")]), event([delta('lo "you"')])],
+        [event([delta("a")]), event([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t"}]}}])],
+        [event([delta("a"), delta("b", index=1)])],
+        [event([delta("a")]), event([{"index": 0, "delta": {"refusal": "no"}}])],
+    ]
+    for events in cases:
+        parsed, unread = Transcript(), Transcript()
+        _sent(parsed, events, unread=False)
+        _sent(unread, events, unread=True)
+        assert (unread.text, unread.tool, unread.untextual, unread.first) == \
+            (parsed.text, parsed.tool, parsed.untextual, parsed.first)
+
+
+def test_an_unreadable_event_sent_unread_means_the_transcript_is_not_continued() -> None:
+    transcript = Transcript()
+    transcript.add_unread(event([delta("fine")]) + b"\n\n" + b'data: {"choices": nope}')
+    assert transcript.untextual and transcript.text == "fine"
+
+
+def test_a_long_stream_folds_its_unread_events_into_text() -> None:
+    transcript = Transcript()
+    one = event([delta("x" * 100)])
+    for _ in range(Transcript.FOLD_AT // len(one) + 2):
+        transcript.add_unread(one)
+    assert transcript._unread < len(one) * 2, "folded: the raw bytes are not all kept"
+    assert transcript.text == "x" * 100 * (Transcript.FOLD_AT // len(one) + 2)
