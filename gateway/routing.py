@@ -78,21 +78,38 @@ class Plan:
 
 
 class LatencyStats:
-    """Per target: an EWMA of successful times to first byte, and recent times to first token."""
+    """Per target: an EWMA of successful times to first byte, and recent times to first token.
 
-    __slots__ = ("_ewma", "_ttft")
+    With shared state, other replicas' EWMAs arrive through set_peers() (gateway/failover/shared.py)
+    and get() blends them in, so a replica ranks targets it has not tried yet by what the others saw."""
+
+    __slots__ = ("_ewma", "_peers", "_ttft")
 
     def __init__(self) -> None:
         self._ewma: dict[str, float] = {}
         self._ttft: dict[str, deque[float]] = {}
+        self._peers: dict[str, tuple[float, int]] = {}  # target -> (mean of the other replicas' EWMAs, how many)
 
     def observe(self, key: str, seconds: float) -> None:
         previous = self._ewma.get(key)
         self._ewma[key] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
     def get(self, key: str) -> float | None:
-        """None for a target never seen to succeed."""
-        return self._ewma.get(key)
+        """None for a target no replica has seen succeed; otherwise each replica's EWMA weighs the same."""
+        own = self._ewma.get(key)
+        peers = self._peers.get(key)
+        if peers is None:
+            return own
+        mean, count = peers
+        return mean if own is None else (own + mean * count) / (count + 1)
+
+    def own(self) -> dict[str, float]:
+        """This replica's EWMAs (what it publishes)."""
+        return dict(self._ewma)
+
+    def set_peers(self, peers: dict[str, tuple[float, int]]) -> None:
+        """The other replicas' EWMAs per target, as (mean, count); replaces the previous set."""
+        self._peers = peers
 
     def observe_first_token(self, key: str, seconds: float) -> None:
         samples = self._ttft.get(key)
@@ -105,7 +122,7 @@ class LatencyStats:
 
     def retain(self, keys: set[str]) -> None:
         """Forget targets a reloaded config no longer has."""
-        for table in (self._ewma, self._ttft):
+        for table in (self._ewma, self._ttft, self._peers):
             for key in [k for k in table if k not in keys]:
                 del table[key]
 

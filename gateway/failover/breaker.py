@@ -1,7 +1,8 @@
 """One circuit breaker: take a failing target out for a cooldown, probe it, put it back.
 
 A circuit opens after `failures` consecutive failures, or when the failure ratio over the last
-`window` seconds reaches `failure_ratio` (with at least `min_requests` outcomes). It stays open for
+`window` seconds reaches `failure_ratio` (with at least `min_requests` outcomes; with shared state the
+other replicas' windows count too). It stays open for
 the cooldown (at least as long as the upstream's Retry-After), then turns half-open by time and lets
 one probe through: the probe's success closes it, its failure opens it again.
 
@@ -37,7 +38,7 @@ class Ticket:
 
 class CircuitBreaker:
     __slots__ = ("_consecutive", "_forced_at", "_outcomes", "_probe_since", "generation", "key", "on_change",
-                 "opened_until", "policy", "state")
+                 "opened_until", "peers", "policy", "state")
 
     def __init__(self, key: str, policy: BreakerPolicy, on_change: Callable[[str, State], None]) -> None:
         self.key = key
@@ -51,6 +52,8 @@ class CircuitBreaker:
         self._consecutive = 0
         # Outcomes counted in ten time buckets per window: bounded memory at any request rate.
         self._outcomes: deque[list[float]] = deque()
+        # Other replicas' outcomes in their current windows (total, failed), with shared state only.
+        self.peers: tuple[int, int] = (0, 0)
 
     def tick(self, now: float) -> None:
         """Open turns half-open when its cooldown has passed, whether or not anyone asks."""
@@ -93,6 +96,7 @@ class CircuitBreaker:
         if ticket.probe:
             self._probe_since = None
             self._outcomes.clear()
+            self.peers = (0, 0)
             self._set(State.CLOSED)
 
     def failed(self, ticket: Ticket, now: float, retry_after: float | None = None) -> None:
@@ -108,6 +112,28 @@ class CircuitBreaker:
         if self._owns(ticket) and ticket.probe:
             self._probe_since = None
 
+    def force_open(self, until: float) -> bool:
+        """Another replica opened this circuit: keep it open here until `until` too (a longer local
+        cooldown stays). Requests admitted before become stragglers, as after a local opening."""
+        if self.state is State.OPEN and self.opened_until >= until:
+            return False
+        self.opened_until = max(self.opened_until, until)
+        self.generation += 1
+        self._probe_since = None
+        self._set(State.OPEN)
+        return True
+
+    def force_close(self) -> bool:
+        """Another replica's probe succeeded: the target is back here too, with a clean failure window."""
+        if self.state is State.CLOSED:
+            return False
+        self._consecutive = 0
+        self._outcomes.clear()
+        self.peers = (0, 0)  # the peers' windows were cleared by the same closing
+        self._probe_since = None
+        self._set(State.CLOSED)
+        return True
+
     def _owns(self, ticket: Ticket) -> bool:
         if ticket.generation != self.generation:
             return False  # admitted before the circuit last opened: a straggler
@@ -118,13 +144,18 @@ class CircuitBreaker:
         since = self._probe_since
         return since is None or now - since >= self.policy.cooldown
 
+    def window(self) -> tuple[int, int]:
+        """This replica's outcomes in the current window: (total, failed)."""
+        return int(sum(b[1] for b in self._outcomes)), int(sum(b[2] for b in self._outcomes))
+
     def _should_open(self) -> bool:
         if self._consecutive >= self.policy.failures:
             return True
-        total = sum(b[1] for b in self._outcomes)
+        total, failed = self.window()
+        total, failed = total + self.peers[0], failed + self.peers[1]
         if total < self.policy.min_requests:
             return False
-        return sum(b[2] for b in self._outcomes) / total >= self.policy.failure_ratio
+        return failed / total >= self.policy.failure_ratio
 
     def _open(self, now: float, retry_after: float | None) -> None:
         self.opened_until = now + max(self.policy.cooldown, retry_after or 0.0)

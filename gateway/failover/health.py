@@ -3,6 +3,10 @@
 One Health object lives as long as the process and is handed to every Runtime a config reload
 builds, so a reload neither forgets a failing target nor the latencies the `latency` strategy and
 the adaptive first-token limit rely on. Time comes from an injected clock (tests advance it).
+
+With `state.backend: redis` the replicas share circuits (gateway/failover/shared.py): this object
+then keeps an outbox of its own openings and closings for the background sync to publish, and takes
+other replicas' through open_from_peer/close_from_peer. Requests never wait for Redis.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ class Health:
         self.no_prefill: set[str] = set()  # targets that refused a prefill continuation
         self._breakers: dict[str, CircuitBreaker] = {}
         self._on_change: Callable[[str, State], None] = lambda key, state: None
+        self._keys: set[str] | None = None  # the configured targets (None: any)
+        # Shared circuits only: the latest local transition per target not yet published (None: not shared).
+        self.outbox: dict[str, State] | None = None
+        self._from_peer = False  # applying another replica's transition: not ours to publish
 
     @property
     def enabled(self) -> bool:
@@ -36,7 +44,7 @@ class Health:
         self.policy = policy
         self._on_change = on_change
         if keys is not None:
-            alive = set(keys)
+            alive = self._keys = set(keys)
             for key in [k for k in self._breakers if k not in alive]:
                 del self._breakers[key]
             self.latency.retain(alive)
@@ -96,8 +104,48 @@ class Health:
         for breaker in list(self._breakers.values()):
             breaker.tick(now)
 
+    def windows(self) -> dict[str, tuple[int, int]]:
+        """Per target with outcomes in its window: (total, failed) seen by this replica."""
+        out = {}
+        for breaker in list(self._breakers.values()):
+            window = breaker.window()
+            if window[0]:
+                out[breaker.key] = window
+        return out
+
+    def set_peer_windows(self, windows: dict[str, tuple[int, int]]) -> None:
+        """The other replicas' windows, summed per target; targets missing had none."""
+        for breaker in list(self._breakers.values()):
+            breaker.peers = windows.get(breaker.key, (0, 0))
+
+    def open_remaining(self, key: str) -> float:
+        """Seconds this circuit stays open (0 unless it is open)."""
+        breaker = self._breakers.get(key)
+        return breaker.remaining(self.clock()) if breaker is not None else 0.0
+
     def __iter__(self) -> Iterator[CircuitBreaker]:
         return iter(list(self._breakers.values()))
 
+    def open_from_peer(self, key: str, remaining: float) -> bool:
+        """Another replica opened `key` for `remaining` more seconds: open it here too."""
+        if not self.policy.enabled or (self._keys is not None and key not in self._keys):
+            return False
+        return self._as_peer(lambda: self.breaker(key).force_open(self.clock() + remaining))
+
+    def close_from_peer(self, key: str) -> bool:
+        """Another replica's probe closed `key`: close it here too."""
+        breaker = self._breakers.get(key)
+        return breaker is not None and self._as_peer(breaker.force_close)
+
+    def _as_peer(self, change: Callable[[], bool]) -> bool:
+        self._from_peer = True
+        try:
+            return change()
+        finally:
+            self._from_peer = False
+
     def _on_change_of(self, key: str, state: State) -> None:
+        # Half-open comes by time on every replica alike: only openings and closings are news.
+        if self.outbox is not None and not self._from_peer and state is not State.HALF_OPEN:
+            self.outbox[key] = state
         self._on_change(key, state)
