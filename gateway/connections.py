@@ -22,9 +22,11 @@ moved on. Creating and cancelling a timer handle per phase cost more than the re
 together on a request at moderate load; this way a busy keep-alive connection wakes for them about
 once per `server.header_timeout`, not twice per request.
 
-Each refusal is one log line (at most one per reason every 10 s, with a count) and one count in
-`gateway_connections_refused_total{reason}`. The limits come from the uvicorn Config the server
-builds (`config.gateway_limits`), so every worker and every test server gets its own.
+Each refusal carries `x-request-id` by the app's rule (gateway/request_id.py: the client's id from
+the head read so far, else a new one), is one log line (at most one per reason every 10 s, with a
+count) and one count in `gateway_connections_refused_total{reason}`. The limits come from the
+uvicorn Config the server builds (`config.gateway_limits`), so every worker and every test server
+gets its own.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import metrics
 from gateway.config.schema import ServerSettings
+from gateway.request_id import HEADER, new_request_id, sane_request_id
 
 log = logging.getLogger("gateway")
 
@@ -47,12 +50,12 @@ _CLOCK_SLACK = 0.005  # seconds: uvloop rounds timers to milliseconds, so one ma
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
-def refusal(status: int, code: str, message: str, *, retry_after: int | None = None) -> bytes:
+def refusal(status: int, code: str, message: str, *, request_id: bytes, retry_after: int | None = None) -> bytes:
     """A whole HTTP/1.1 response with an OpenAI error body that closes the connection."""
     error_type = "service_unavailable" if status == 503 else "invalid_request_error"
     body = orjson.dumps({"error": {"message": message, "type": error_type, "code": code, "param": None}})
     head = [b"HTTP/1.1 %d %s" % (status, _REASONS[status]), b"content-type: application/json",
-            b"content-length: %d" % len(body), b"connection: close"]
+            b"content-length: %d" % len(body), b"connection: close", b"x-request-id: " + request_id]
     if retry_after is not None:
         head.append(b"retry-after: %d" % retry_after)
     return b"\r\n".join(head) + b"\r\n\r\n" + body
@@ -101,7 +104,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport = transport  # type: ignore[assignment]
             self._refuse("too_many_connections", refusal(
                 503, "too_many_connections", f"The gateway has {self._max_connections} open connections, its "
-                "limit; retry shortly.", retry_after=1),
+                "limit; retry shortly.", request_id=self._request_id(), retry_after=1),
                 f"connection refused: {self._max_connections} connections open (server.max_connections)")
             return
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -125,7 +128,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._in_head and self._head_bytes > self._max_head and not self.transport.is_closing():
             self._refuse("header_too_large", refusal(
                 431, "request_header_fields_too_large",
-                f"The request's head is larger than this gateway accepts ({self._max_head} bytes)."),
+                f"The request's head is larger than this gateway accepts ({self._max_head} bytes).",
+                request_id=self._request_id()),
                 f"request refused: head over {self._max_head} bytes (server.max_header_bytes)")
 
     # -- parser callbacks
@@ -166,14 +170,22 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                          f"connection closed: no request within {self._head_timeout:g}s (server.header_timeout)")
             return
         self._refuse("header_timeout", refusal(
-            408, "request_timeout", f"The request's head did not arrive within {self._head_timeout:g}s."),
+            408, "request_timeout", f"The request's head did not arrive within {self._head_timeout:g}s.",
+            request_id=self._request_id()),
             f"request refused: head not complete within {self._head_timeout:g}s (server.header_timeout)")
 
     def _body_timed_out(self) -> None:
         started = self.cycle is not None and self.cycle.response_started
         self._refuse("body_timeout", None if started else refusal(
-            408, "request_timeout", f"The request's body did not arrive within {self._body_timeout:g}s."),
+            408, "request_timeout", f"The request's body did not arrive within {self._body_timeout:g}s.",
+            request_id=self._request_id()),
             f"request refused: body not complete within {self._body_timeout:g}s (server.body_timeout)")
+
+    def _request_id(self) -> bytes:
+        """The client's x-request-id from the head read so far, else a new one: the rule every app answer follows."""
+        # The last one, as the app reads repeated headers (api/middleware.request_headers).
+        given = next((value for name, value in reversed(self.headers or ()) if name == HEADER), None)
+        return sane_request_id(given) or new_request_id().encode()
 
     def _expect(self, seconds: float, on_expiry: Callable[[], None]) -> None:
         """A phase that must end within `seconds`, else `on_expiry` refuses the request."""

@@ -54,6 +54,12 @@ def status_and_error(raw: bytes) -> tuple[int, dict[str, Any]]:
     return status, orjson.loads(body)["error"] if body.startswith(b"{") else {}
 
 
+def request_id(raw: bytes) -> bytes | None:
+    head = raw.partition(b"\r\n\r\n")[0]
+    return next((line.partition(b":")[2].strip() for line in head.split(b"\r\n")[1:]
+                 if line.lower().startswith(b"x-request-id:")), None)
+
+
 async def refused(gw: RunningGateway, reason: str) -> float:
     text = (await gw.client.get("/metrics")).text
     line = f'gateway_connections_refused_total{{reason="{reason}"}} '
@@ -188,3 +194,35 @@ async def test_each_request_on_a_kept_alive_connection_has_its_own_head_timeout(
     writer.write(b"GET /livez HTTP/1.1\r\nhost: x\r\n")
     status, error = status_and_error(await until_closed(reader))
     assert status == 408 and error["code"] == "request_timeout"
+
+
+async def test_every_refusal_carries_a_request_id_the_clients_or_a_new_one(start_gateway: GatewayFactory) -> None:
+    gw = await gateway(start_gateway, max_header_bytes=8192, header_timeout=0.3, body_timeout=0.2, max_connections=2)
+    issued = (await gw.client.get("/livez")).headers["x-request-id"]  # what the app gives a client that sent none
+    # The parser takes a header once the next line begins (it might fold): the id comes before `host`.
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nx-request-id: %s\r\nhost: x\r\n"
+    asks = {
+        431: head % b"big-1" + b"x-big: " + b"a" * 100_000,
+        408: head % b"slow-head-1",  # and then nothing more
+        -408: head % b"slow-body-1" + b"content-length: 500\r\n\r\n{",
+    }
+    answers = {}
+    for key, ask in asks.items():
+        reader, writer = await connect(gw)
+        writer.write(ask)
+        answers[key] = await until_closed(reader)
+    assert [status_and_error(raw)[0] for raw in answers.values()] == [431, 408, 408]
+    assert [request_id(raw) for raw in answers.values()] == [b"big-1", b"slow-head-1", b"slow-body-1"]
+    # A head whose id is not a sane token, and a connection over the cap, get a new id of the usual form.
+    reader, writer = await connect(gw)
+    writer.write(head % (b"z" * 200) + b"x-big: " + b"a" * 100_000)
+    insane = await until_closed(reader)
+    _held, held_writer = await connect(gw)  # with the test client's pooled connection: the cap of two
+    held_writer.write(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+    reader, _ = await connect(gw)
+    over_cap = await until_closed(reader)
+    assert status_and_error(over_cap)[0] == 503
+    for raw in (insane, over_cap):
+        given = request_id(raw)
+        assert given is not None and len(given) == len(issued) and given.decode() != issued, raw
+        int(given, 16)  # hex, as the app's ids are

@@ -11,17 +11,13 @@ middleware and the endpoints alike.
 
 from __future__ import annotations
 
-import re
-
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api.send import new_request_id
+from gateway.request_id import HEADER, new_request_id, sane_request_id
 
 _SCOPE_KEY = "gateway.request_id"
 _HEADERS_KEY = "gateway.headers"
-_HEADER = b"x-request-id"
-_SANE = re.compile(rb"[\x20-\x7e\x80-\xff]{1,128}")
 # What a browser client may read of an answer besides the CORS-safelisted headers.
 _EXPOSED = ("x-request-id", "x-gateway-provider", "x-gateway-model", "x-gateway-attempts", "x-gateway-fallbacks",
             "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
@@ -52,14 +48,14 @@ class RequestId:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        raw = request_headers(scope).get(_HEADER)
-        if raw is None or _SANE.fullmatch(raw) is None:
+        raw = sane_request_id(request_headers(scope).get(HEADER))
+        if raw is None:
             text = new_request_id()
             raw = text.encode()
         else:
             text = raw.decode("latin-1")
         scope[_SCOPE_KEY] = text
-        header = (_HEADER, raw)
+        header = (HEADER, raw)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

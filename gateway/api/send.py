@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterable
 
 from starlette.types import Send
@@ -11,15 +9,6 @@ from starlette.types import Send
 from gateway.errors import GatewayError
 
 JSON = (b"content-type", b"application/json")
-
-
-_PREFIX = os.urandom(6).hex()
-_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> str:
-    """Unique without a system call per request: a random per-process prefix and a counter."""
-    return f"{_PREFIX}{next(_COUNTER):010x}"
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:

@@ -11,8 +11,9 @@ import logging
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.send import new_request_id, send_error
+from gateway.api.send import send_error
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.request_id import new_request_id
 
 RESPONSES_PATH = "/v1/responses"
 
