@@ -53,12 +53,15 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "limits + budgets (Redis backend)", "plain",
-        config={"state": {"backend": "redis", "url": "${BENCH_REDIS_URL}"},
+        # The same key and limits as the embedded row, the counters in a redis-server on loopback.
+        config={"state": {"backend": "redis", "redis_url": "${BENCH_REDIS_URL}"},
                 "auth": {"keys": [{"name": "bench", "key": "${BENCH_GATEWAY_KEY}",
-                                   "limits": {"rpm": 100_000_000, "tpm": 1_000_000_000,
+                                   "limits": {"rpm": 100_000_000, "tpm": 100_000_000_000,
                                               "budget_usd": 1_000_000, "period": "month"}}]}},
         services=("redis",),
-        note="redis-server runs on the load core, so its own CPU is not in the gateway's CPU per request.",
+        note="Counters in Redis: one Lua script per admission (one round trip over loopback), settlements "
+             "batched into one script per flush with the heartbeat; redis-server runs on the load core, so its "
+             "own CPU is not in the gateway's CPU per request.",
     ),
     Feature("Anthropic translation (/v1/messages stream)", "stream", path="/v1/messages", wire="anthropic"),
     Feature("Responses translation (/v1/responses stream)", "stream", path="/v1/responses", wire="responses"),

@@ -101,6 +101,15 @@ class ProviderUnavailable(GatewayError):
     code = "provider_unavailable"
 
 
+class LimitsUnavailable(GatewayError):
+    """`state.on_failure: closed` while the shared counters (Redis) cannot be reached: a request that a
+    limit or budget applies to is refused rather than admitted unchecked. Retry-After says when to try."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "limits_unavailable"
+
+
 class ConfigError(Exception):
     """A config or catalog file was refused. The message names the file, the key and the fix."""
 

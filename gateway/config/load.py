@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.schema import Settings
 from gateway.config.validate import check_settings
 from gateway.errors import ConfigError
+from gateway.state import redis_url
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -50,6 +51,7 @@ def parse_settings(raw: Any, source: str, environ: Mapping[str, str]) -> Setting
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys (server, catalog, models, ...)")
     _refuse_literal_keys(raw, source)
+    _refuse_literal_redis_password(raw, source)
     data = _expand(raw, (), source, environ)
     if data.get("auth") == "none":
         data["auth"] = {"none": True}
@@ -105,6 +107,14 @@ def _refuse_literal_keys(raw: dict[str, Any], source: str) -> None:
             if isinstance(entry, dict) and isinstance(entry.get("key"), str) and "${" not in entry["key"]:
                 raise ConfigError(f"{source}: auth.{field}.{index}.key: a literal key is refused; keep secrets out "
                                   "of the file: write `key: ${SOME_VAR}` or `sha256: <hex digest of the key>`")
+
+
+def _refuse_literal_redis_password(raw: dict[str, Any], source: str) -> None:
+    state = raw.get("state")
+    url = state.get("redis_url") if isinstance(state, dict) else None
+    if isinstance(url, str) and redis_url.literal_password(url):
+        raise ConfigError(f"{source}: state.redis_url: a password written in the file is refused; keep secrets out "
+                          f"of the file: write it as {redis_url.EXAMPLE}")
 
 
 def _expand(value: Any, path: tuple[str, ...], source: str, environ: Mapping[str, str]) -> Any:

@@ -224,7 +224,13 @@ class PublishSettings(_Strict):
 class StateSettings(_Strict):
     """Where managed keys, limit and budget counters and the usage ledger live (shared by every worker)."""
 
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="where limit and budget counters live: the SQLite file, or Redis shared by replicas")
+    redis_url: str | None = Field(
+        None, repr=False, description="redis:// or rediss:// (TLS); a password by `${VAR}`; never logged")
+    on_failure: Literal["open", "closed"] = Field(
+        "open", description="while Redis is down: `open` admits on per-replica shares of each limit, `closed` "
+                            "refuses limited requests (503)")
     path: str | None = Field(None, description="the SQLite file; default: gateway-state.db beside the config")
     ledger_retention_days: float = Field(90.0, gt=0, description="ledger rows older than this are pruned")
     flush_interval: float = Field(0.25, gt=0, le=1.0, description="seconds between ledger/settlement batches")

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from gateway.catalog.schema import Catalog
 from gateway.config.schema import RetryOverride, RetryPolicy, Settings, TargetSpec, Timeouts, TimeoutsOverride
 from gateway.errors import ConfigError
+from gateway.state import redis_url
 
 _BOUNDED_BY_TOTAL = ("connect", "first_byte", "first_token", "idle", "response")
 
@@ -42,7 +43,7 @@ def check_bind(settings: Settings, host: str) -> str:
 
 
 def check_settings(settings: Settings) -> None:
-    problems = [*_timeouts(settings), *_retries(settings), *_pointless(settings)]
+    problems = [*_timeouts(settings), *_retries(settings), *_pointless(settings), *_state(settings)]
     if problems:
         raise ConfigError("\n".join(f"{settings.source}: {p}" for p in problems))
 
@@ -117,6 +118,24 @@ def _pointless(settings: Settings) -> Iterator[str]:
         if repeated:
             yield (f"models.{name}: `{repeated}` is listed twice (targets and fallbacks are tried once each); "
                    "remove the repeat")
+
+
+def _state(settings: Settings) -> Iterator[str]:
+    """The Redis counters: a URL when asked for, a URL that is Redis's; never the URL's password in a message."""
+    state = settings.state
+    if state.backend == "redis" and state.redis_url is None:
+        yield ("state.redis_url: required with `state.backend: redis`; write it as "
+               f"{redis_url.EXAMPLE}, or set `state.backend: sqlite`")
+    if state.redis_url is not None:
+        wrong = redis_url.problem(state.redis_url)
+        if wrong:
+            yield f"state.redis_url: {redis_url.describe(state.redis_url)} {wrong}"
+        elif state.backend != "redis":
+            yield ("state.redis_url: only used with `state.backend: redis` (the backend is `sqlite`); set the "
+                   "backend or remove the URL")
+    if "on_failure" in state.model_fields_set and state.backend != "redis":
+        yield ("state.on_failure: only applies to `state.backend: redis` (SQLite on this host does not fail "
+               "apart from the gateway); remove it or set the backend")
 
 
 def _target_id(target: str | TargetSpec) -> str:

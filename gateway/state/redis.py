@@ -2,11 +2,12 @@
 
 What it adds to the client: whether Redis is up (a failed call marks it down at once; a probe off
 the request path brings it back with back-off, no restart), short socket timeouts so a dead Redis
-costs a request at most `TIMEOUT` before it falls back, no client-side retries (the fallback is the
-retry), and the key scheme. Every key carries ONE hash tag, `{gateway}`: on Redis Cluster all of a
-deployment's keys live in one slot, so a script may touch any of them (an admission checks a key's,
-a model's and a provider's limits in one atomic step). One shard carries the counters; a Redis
-shard serves far more operations than a gateway fleet's admissions.
+costs a request at most `TIMEOUT` before it falls back, no retries but one reconnect of a broken
+connection (the fallback is the retry), and the key scheme. Every key carries ONE hash tag,
+`{gateway}`: on Redis Cluster all of a deployment's keys live in one slot, so a script may touch any
+of them (an admission checks a key's, a model's and a provider's limits in one atomic step). One
+shard carries the counters; a Redis shard serves far more operations than a gateway fleet's
+admissions.
 
 Other parts of the gateway that share state over Redis reuse this connection: `script()` registers
 a Lua script, `call()` runs one (or any coroutine on the client) and turns a Redis failure into
@@ -25,7 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from gateway import metrics
 from gateway.state.redis_url import describe
@@ -57,7 +58,11 @@ class RedisConnection:
         self.shown = describe(url)  # for logs: never the password
         pool = BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT, socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            socket_connect_timeout=TIMEOUT, health_check_interval=0,
+            # One immediate retry on a broken connection only: after Redis restarts, each pooled connection
+            # fails once on the dead socket, and the retry reconnects it. Never on a timeout: that would double
+            # what a request waits for a Redis that is slow, and the fallback is the better retry.
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)))
         self.client: Redis = Redis(connection_pool=pool)
         self._clock = clock
         self.up = True  # until a call fails: the first admission tries Redis

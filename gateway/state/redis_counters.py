@@ -19,16 +19,25 @@ from gateway.state.store import Check, CheckState, Settlement, Verdict
 
 DEAD_AFTER = 5.0  # seconds without a heartbeat (one a second) before a replica no longer counts
 _KEEP_DAYS = {"day": 2, "week": 8, "month": 32}
+_MAX_SEEN = 10_000  # budgets (scope, period) remembered from admissions, most recent kept
 
 
 @dataclass(frozen=True, slots=True)
-class Floor:
-    """Raise a spend total to at least `spent`: re-seeds a Redis that came back empty."""
+class Spend:
+    """An amount of a budget's spend: a floor to raise its total to (re-seeding a Redis that came back
+    empty), or spend to add (settled while Redis was down)."""
 
     scope: str
     period: str
+    usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A budget as its last admission saw it: settled spend, and that plus every reservation in flight."""
+
     spent: float
-    ttl: int
+    used: float
 
 
 def _keys(check: Check) -> tuple[str, ...]:
@@ -58,6 +67,8 @@ class RedisCounters:
         self.replicas = 1  # live replicas sharing the limits, from the last heartbeat's answer
         self.fresh = False  # the last heartbeat found Redis without our epoch marker (it restarted empty)
         self._grants = 0
+        # What the last admission of each budget saw (bounded): the fallback's shares and re-seeding use it.
+        self.seen: dict[tuple[str, str], Seen] = {}
         self._admit = connection.script(ADMIT)
         self._settle = connection.script(SETTLE)
 
@@ -65,38 +76,61 @@ class RedisCounters:
         self._grants += 1
         grant = f"{self.replica}:{self._grants}"
         keys: list[str] = []
-        args: list[str | float] = [repr(now), grant]
+        fields: list[str] = []
         for check in checks:
             keys.extend(_keys(check))
-            args.extend((check.kind, repr(float(check.limit)), repr(float(check.amount)), repr(check.expires),
-                         spend_ttl(check.period) if check.kind == "spend" else 0))
-        reply = await self.connection.run(self._admit, keys, args)
+            fields.extend((check.kind, repr(float(check.limit)), repr(float(check.amount)), repr(check.expires),
+                           str(spend_ttl(check.period)) if check.kind == "spend" else "0"))
+        reply = (await self.connection.run(self._admit, keys, (repr(now), grant, " ".join(fields)))).split()
         states = tuple(CheckState(float(reply[i]), float(reply[i + 1]), float(reply[i + 2]))
-                       for i in range(3, len(reply), 3))
-        if int(reply[0]):
+                       for i in range(3, len(reply), 4))
+        for index, check in enumerate(checks):
+            if check.kind == "spend":
+                self._see(check.scope, check.period, float(reply[6 + 4 * index]), states[index].used)
+        if reply[0] == b"1":
             return Verdict(True, states, grant=grant)
         return Verdict(False, states, int(reply[1]), float(reply[2]))
 
-    async def settle(self, settlements: Sequence[Settlement], floors: Sequence[Floor] = (),
-                     owed: Sequence[Floor] = ()) -> None:
-        """One round trip: settlements, re-seeded totals (`floors`), spend settled while Redis was down
-        (`owed`), and the heartbeat, whose answer updates `replicas` and `fresh`."""
+    def _see(self, scope: str, period: str, spent: float, used: float) -> None:
+        key = (scope, period)
+        self.seen.pop(key, None)  # re-inserted last: the least recently seen go first
+        self.seen[key] = Seen(spent, used)
+        if len(self.seen) > _MAX_SEEN:
+            del self.seen[next(iter(self.seen))]
+
+    async def settle(self, settlements: Sequence[Settlement], floors: Sequence[Spend] = (),
+                     owed: Sequence[Spend] = ()) -> None:
+        """One round trip: re-seeded totals (`floors`), settlements, spend settled while Redis was down
+        (`owed`), and the heartbeat, whose answer updates `replicas`, `fresh` and `seen`."""
         keys = [key("replicas"), key("epoch")]
-        args: list[str | float] = [self.replica, DEAD_AFTER]
+        fields: list[str] = []
+        spends: list[tuple[str, str]] = []  # the budgets whose settled totals the answer carries, in order
+
+        def spend_op(kind: str, scope: str, period: str, amount: float, actual: float, grant: str) -> None:
+            keys.extend(_spend_keys(scope, period))
+            spends.append((scope, period))
+            fields.extend((kind, repr(float(amount)), repr(float(actual)), grant, str(spend_ttl(period))))
+
+        # Floors first: they restore totals as they were before what this batch settles.
+        for entry in floors:
+            spend_op("floor", entry.scope, entry.period, 0.0, entry.usd, "-")
         for settlement in settlements:
             for check, actual in zip(settlement.checks, settlement.actual, strict=True):
-                if check.kind == "requests":
-                    continue  # a request counts once it is admitted, whatever it did
-                keys.extend(_keys(check))
-                args.extend((check.kind, repr(float(check.amount)), repr(float(actual)), str(settlement.grant),
-                             spend_ttl(check.period) if check.kind == "spend" else 0))
-        for kind, entries in (("floor", floors), ("add", owed)):
-            for entry in entries:
-                keys.extend(_spend_keys(entry.scope, entry.period))
-                args.extend((kind, "0", repr(float(entry.spent)), "", entry.ttl))
-        live, fresh = await self.connection.run(self._settle, keys, args)
+                if check.kind == "spend":
+                    spend_op("spend", check.scope, check.period, check.amount, actual, str(settlement.grant))
+                elif check.kind != "requests":  # a request counts once admitted, whatever it did
+                    keys.extend(_keys(check))
+                    fields.extend((check.kind, repr(float(check.amount)), repr(float(actual)), str(settlement.grant),
+                                   "0"))
+        for entry in owed:
+            spend_op("add", entry.scope, entry.period, 0.0, entry.usd, "-")
+        reply = await self.connection.run(self._settle, keys, (self.replica, repr(DEAD_AFTER), " ".join(fields)))
+        live, fresh, *totals = reply.split()
         self.replicas = max(1, int(live))
-        self.fresh = bool(int(fresh))
+        self.fresh = fresh == b"1"
+        for (scope, period), spent in zip(spends, totals, strict=True):
+            seen = self.seen.get((scope, period))
+            self._see(scope, period, float(spent), seen.used if seen is not None else float(spent))
 
     async def spent(self, scope: str, period: str) -> float:
         totals = _spend_keys(scope, period)[0]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.state.redis import RedisConnection, Unavailable
-from gateway.state.redis_counters import Floor, RedisCounters
+from gateway.state.redis_counters import RedisCounters, Spend
 from gateway.state.store import Check, Settlement
 from tests.fakes.servers import RedisServer
 
@@ -108,14 +108,14 @@ async def test_settlement_batches_are_the_heartbeat_and_count_live_replicas(redi
 
 async def test_floors_reseed_an_emptied_redis_and_owed_spend_is_added(store: RedisCounters,
                                                                       redis_server: RedisServer) -> None:
-    await store.settle([], owed=[Floor("key:a", "month:2026-12", 2.5, 0)])
+    await store.settle([], owed=[Spend("key:a", "month:2026-12", 2.5)])
     assert await store.spent("key:a", "month:2026-12") == pytest.approx(2.5)
-    await store.settle([], floors=[Floor("key:a", "month:2026-12", 2.0, 0)])  # never lowers a total
+    await store.settle([], floors=[Spend("key:a", "month:2026-12", 2.0)])  # never lowers a total
     assert await store.spent("key:a", "month:2026-12") == pytest.approx(2.5)
     redis_server.flushall()  # as a restart without persistence leaves it
     await store.settle([])
     assert store.fresh
-    await store.settle([], floors=[Floor("key:a", "month:2026-12", 2.5, 86400)])
+    await store.settle([], floors=[Spend("key:a", "month:2026-12", 2.5)])
     assert await store.spent("key:a", "month:2026-12") == pytest.approx(2.5)
 
 
