@@ -39,12 +39,14 @@ from benchmarks.procs import Service, free_port
 
 def _command(target: str, work: Path, api: str, port: int, feature: Feature | None = None) -> tuple[list[str], Target]:
     if target == "gateway":
-        # A feature row's gateway (its config laid over the plain one) answers the same plain chat
-        # requests, so the two counts differ by what the feature adds per request.
+        # A feature row's gateway (its config laid over the plain one) is sent the plain requests, so
+        # the two counts differ by what the feature adds per request; a translation row's gateway is
+        # sent the same request in its own protocol (/v1/messages, /v1/responses).
         config = write_gateway_config(work, api, port, feature.config if feature else None)
+        path, wire = (feature.path, feature.wire) if feature else ("/v1/chat/completions", "openai")
         return ([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-                Target("gateway", f"http://127.0.0.1:{port}/v1/chat/completions", ALIAS,
-                       {"Authorization": f"Bearer {GATEWAY_KEY}"}))
+                Target("gateway", f"http://127.0.0.1:{port}{path}", ALIAS,
+                       {"Authorization": f"Bearer {GATEWAY_KEY}"}, wire))
     module = {"bare": "benchmarks.bare_proxy", "raw": "benchmarks.raw_asgi_proxy"}[target]
     return ([sys.executable, "-m", module, "--port", str(port), "--upstream", f"{api}/chat/completions"],
             Target(target, f"http://127.0.0.1:{port}/v1/chat/completions", "fast"))
@@ -142,8 +144,8 @@ def main() -> int:
     parser.add_argument("--stream", action="store_true", help="50-chunk streams instead of whole answers")
     parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
     parser.add_argument("--top", type=int, default=60)
-    parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire == "openai" and not f.services],
-                        help="the gateway of this feature row (chat, no extra service) instead of the plain one")
+    parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire != "embeddings" and not f.services],
+                        help="the gateway of this feature row (no extra service) instead of the plain one")
     args = parser.parse_args()
     feature = next((f for f in FEATURES if f.name == args.feature), None)
     if feature is not None and args.target != "gateway":
