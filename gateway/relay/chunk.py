@@ -110,6 +110,8 @@ def interpret(data: bytes) -> Chunk:
 # blanked out, every `"usage"` left is an event to read: a real value, or text that merely looks
 # like it (a delta saying `"usage"`), which costs a parse and nothing else. What this does not see
 # is a key written with escapes (`"\u0075sage"`), which no JSON encoder produces for an ASCII key.
+# Nor is the JSON of a plain event validated: one of that shape that is not JSON reaches the client
+# as sent, as through any pass-through proxy (one cut short does not end in `}` and is read).
 _WATCHED = tuple(
     (b'"%s"' % key, (b'"%s":null' % key, b'"%s": null' % key)) for key in (b"finish_reason", b"usage", b"error")
 )

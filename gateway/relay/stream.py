@@ -11,6 +11,10 @@ raised to the caller, which either continues the stream from elsewhere or ends i
 ends cleanly without `[DONE]` after its finish is completed at once. The Transcript records what
 the client has been sent, which is what a continuation needs. Every byte from the upstream passes
 the provider's Secrets on its way out.
+
+Plain deltas (no finish, usage or error in them) are not parsed on the way: a few byte scans per
+read find the events that are (chunk.plain_runs), and the transcript reads the rest only if a
+continuation asks.
 """
 
 from __future__ import annotations
