@@ -24,7 +24,6 @@ from gateway.relay.usage import Usage
 from gateway.routing import Plan
 from gateway.runtime import Runtime
 from gateway.state.store import LedgerRow
-from gateway.teams.limits import reservation
 from gateway.teams.service import Ticket
 
 log = logging.getLogger("gateway.access")
@@ -61,7 +60,7 @@ class RequestRecord:
         """The x-ratelimit-* headers for the answer, when a limit applies to this request."""
         if self.ticket is None:
             return []
-        return [(k.encode(), v.encode()) for k, v in self.ticket.headers.items()]
+        return self.ticket.raw_headers
 
 
 async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: Mapping[str, Any], plan: Plan) -> None:
@@ -73,8 +72,7 @@ async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: M
     scoped = runtime.limits.scoped(caller.name, caller.limits, plan.model, provider)
     if not scoped:
         return  # nothing to check: no store call at all
-    costs = [(t.model.cost, t.model.limit.output) for t in plan.targets]
-    tokens, worst_cost = reservation(body, record.body_size, costs)
+    tokens, worst_cost = runtime.limits.reservation(body, record.body_size, plan.targets)
     record.ticket = await teams.admit(caller.name, scoped, tokens, worst_cost, plan.total + _HOLD_MARGIN)
 
 

@@ -4,8 +4,8 @@ With `server.workers: 1` on the embedded store, every request of the gateway pas
 process, so its limits need no cross-process coordination: a few dict lookups decide what a SQLite
 transaction (~50 us, most of the cost of limits on the hot path) decided. Budgets must outlive a
 restart, so the settled spend of a (scope, period) is read from a `SpendBacking` (the SQLite store)
-the first time it is needed, and what is settled afterwards is written behind to it in the batch
-`Teams.flush` makes every `state.flush_interval`. A crash loses at most that batch, like the ledger;
+the first time it is needed, and what is settled afterwards is written behind to it with the batches
+`Teams.flush` makes, at most once a second. A crash loses at most that second, like the ledger;
 what was in flight (slots, reservations, bucket levels) dies with the process, as it should.
 
 Same contract as gateway.state.store: admission atomic and all-or-nothing (no await between the
@@ -19,6 +19,7 @@ part one of several replicas enforces alone.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -62,9 +63,13 @@ class _Spend:
 class MemoryCounters:
     """A CounterStore in this process's memory; see the module docstring."""
 
-    def __init__(self, backing: SpendBacking | None = None, share: float = 1.0) -> None:
+    def __init__(self, backing: SpendBacking | None = None, share: float = 1.0, write_every: float = 1.0) -> None:
         self._backing = backing
         self._share = share
+        # Spend is written behind at most this often (seconds): each write is a transaction on another
+        # thread, worth batching beyond the flush interval. A crash loses at most this much spend.
+        self._write_every = write_every
+        self._written = float("-inf")
         # requests/tokens buckets by kind then scope: [level, when it was last set, drain per second]
         self._buckets: dict[str, dict[str, list[float]]] = {"requests": {}, "tokens": {}}
         self._inflight: dict[str, float] = {}
@@ -85,91 +90,107 @@ class MemoryCounters:
             self._spend.setdefault(decided, _Spend(settled, now))
 
     def _admit(self, checks: Sequence[Check], now: float) -> Verdict | tuple[str, str]:
+        """One pass that reserves as it goes (admissions are almost always granted); the first refusal
+        gives back what the checks before it reserved, and the rest are only evaluated."""
         states: list[CheckState] = []
-        levels: list[float] = []
         refused: int | None = None
         retry_after = 0.0
         share = self._share
-        for index, check in enumerate(checks):
+        for check in checks:
             kind = check.kind
             limit = check.limit * share
-            wait: float | None = None
             if kind == "requests" or kind == "tokens":
                 rate = limit / WINDOW_SECONDS
                 bucket = self._buckets[kind].get(check.scope)
-                level = max(0.0, bucket[0] - (now - bucket[1]) * rate) if bucket is not None else 0.0
+                level = 0.0 if bucket is None else max(0.0, bucket[0] - (now - bucket[1]) * rate)
                 over = level + min(check.amount, limit) - limit
-                after = level + check.amount if over <= 0 else level
-                states.append(CheckState(after, max(0.0, limit - after), after / rate if rate else 0.0))
-                levels.append(level)
                 if over > 0:
-                    wait = over / rate if rate else WINDOW_SECONDS
+                    states.append(CheckState(level, max(0.0, limit - level), level / rate))
+                    if refused is None:
+                        refused, retry_after = len(states) - 1, over / rate
+                    continue
+                after = level + check.amount
+                if refused is None:
+                    if bucket is None:
+                        self._buckets[kind][check.scope] = [after, now, rate]
+                    else:
+                        bucket[0] = after
+                        bucket[1] = now
+                states.append(CheckState(after, max(0.0, limit - after), after / rate))
+                continue
+            if kind == "concurrency":
+                used = self._inflight.get(check.scope, 0.0)
+                passes = used + check.amount <= limit
+                if passes and refused is None:
+                    self._inflight[check.scope] = used + check.amount
             else:
-                if kind == "concurrency":
-                    used = self._inflight.get(check.scope, 0.0)
-                    passes = used + check.amount <= limit
-                else:
-                    spend = self._spend.get((check.scope, check.period))
-                    if spend is None:
-                        return check.scope, check.period
-                    used = spend.settled + spend.reserved
-                    passes = used < limit
-                after = used + check.amount if passes else used
-                states.append(CheckState(after, max(0.0, limit - after), 0.0))
-                levels.append(0.0)
-                if not passes:
-                    wait = 0.0
-            if wait is not None and refused is None:
-                refused, retry_after = index, wait
+                spend = self._spend.get((check.scope, check.period))
+                if spend is None:
+                    # Read the total, then decide again from the start.
+                    self._undo(checks[:len(states) if refused is None else refused], now)
+                    return check.scope, check.period
+                used = spend.settled + spend.reserved
+                passes = used < limit
+                if passes and refused is None:
+                    spend.reserved += check.amount
+                    spend.used_at = now
+            after = used + check.amount if passes else used
+            states.append(CheckState(after, max(0.0, limit - after), 0.0))
+            if not passes and refused is None:
+                refused = len(states) - 1
         if refused is not None:
+            self._undo(checks[:refused], now)
             return Verdict(False, tuple(states), refused, retry_after)
-        for check, level in zip(checks, levels, strict=True):
-            self._reserve(check, level, now)
         return Verdict(True, tuple(states))
 
-    def _reserve(self, check: Check, level: float, now: float) -> None:
-        kind = check.kind
-        if kind == "requests" or kind == "tokens":
-            self._buckets[kind][check.scope] = [level + check.amount, now, check.limit * self._share / WINDOW_SECONDS]
-        elif kind == "concurrency":
-            self._inflight[check.scope] = self._inflight.get(check.scope, 0.0) + check.amount
-        else:
-            spend = self._spend[check.scope, check.period]
-            spend.reserved += check.amount
-            spend.used_at = now
+    def _undo(self, reserved: Sequence[Check], now: float) -> None:
+        """Give back what these checks reserved a moment ago (at `now`)."""
+        for check in reserved:
+            kind = check.kind
+            if kind == "requests" or kind == "tokens":
+                # Draining is linear, so [level at now, now] is the same bucket as before the reservation.
+                self._buckets[kind][check.scope][0] -= check.amount
+            elif kind == "concurrency":
+                self._inflight[check.scope] -= check.amount
+            else:
+                self._spend[check.scope, check.period].reserved -= check.amount
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Apply at once; then write the settled spend behind. Never raises: a failed write is retried
         with the next batch, and the settlements are never applied twice."""
+        tokens = self._buckets["tokens"]
+        inflight = self._inflight
+        pending = self._pending
         for settlement in settlements:
             for check, actual in zip(settlement.checks, settlement.actual, strict=True):
-                self._apply(check, actual)
-        await self._write_behind()
+                kind = check.kind
+                if kind == "requests":
+                    continue  # a request stays counted
+                if kind == "tokens":
+                    bucket = tokens.get(check.scope)
+                    if bucket is not None and actual != check.amount:
+                        bucket[0] = max(0.0, bucket[0] + actual - check.amount)
+                elif kind == "concurrency":
+                    inflight[check.scope] = max(0.0, inflight.get(check.scope, 0.0) - check.amount)
+                elif kind == "spend":
+                    key = (check.scope, check.period)
+                    spend = self._spend.get(key)
+                    if spend is not None:  # always there: a total with a reservation is never dropped
+                        spend.reserved = max(0.0, spend.reserved - check.amount)
+                        spend.settled += actual
+                    if actual:
+                        pending[key] = pending.get(key, 0.0) + actual
+        if time.monotonic() - self._written >= self._write_every:
+            await self._write_behind()
         if settlements and settlements[-1].now - self._last_sweep >= _SWEEP_SECONDS:
             self._sweep(settlements[-1].now)
-
-    def _apply(self, check: Check, actual: float) -> None:
-        kind = check.kind
-        if kind == "tokens":
-            bucket = self._buckets["tokens"].get(check.scope)
-            if bucket is not None and actual != check.amount:
-                bucket[0] = max(0.0, bucket[0] + actual - check.amount)
-        elif kind == "concurrency":
-            self._inflight[check.scope] = max(0.0, self._inflight.get(check.scope, 0.0) - check.amount)
-        elif kind == "spend":
-            key = (check.scope, check.period)
-            spend = self._spend.get(key)
-            if spend is not None:  # always there: a total with a reservation is never dropped
-                spend.reserved = max(0.0, spend.reserved - check.amount)
-                spend.settled += actual
-            if actual:
-                self._pending[key] = self._pending.get(key, 0.0) + actual
 
     async def _write_behind(self) -> None:
         if self._backing is None or not self._pending:
             return
         batch, self._pending = self._pending, {}
         self._writing = True
+        self._written = time.monotonic()
         try:
             await self._backing.add_spent([(scope, period, usd) for (scope, period), usd in batch.items()])
         except Exception:

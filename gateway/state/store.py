@@ -80,7 +80,9 @@ class KeyRecord:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
-@dataclass(frozen=True, slots=True)
+# Check, CheckState, Verdict and Settlement are made for every limited request: plain (not frozen)
+# slotted dataclasses, since a frozen one pays object.__setattr__ per field. Treat them as values.
+@dataclass(slots=True)
 class Check:
     """One limit to check at admission and the amount to reserve against it.
 
@@ -96,7 +98,7 @@ class Check:
     expires: float = 0.0  # concurrency and spend holds: when a crashed worker's hold stops counting
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckState:
     """After admission: how much of a limit is used (reservations included) and when it is free again."""
 
@@ -105,7 +107,7 @@ class CheckState:
     reset_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     granted: bool
     states: tuple[CheckState, ...]
@@ -114,7 +116,7 @@ class Verdict:
     grant: Any = None  # backend handle, passed back in a Settlement
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settlement:
     """What a granted request really used: one `actual` per check, in the order of the checks."""
 

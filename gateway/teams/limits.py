@@ -9,12 +9,14 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.catalog.schema import Cost
 from gateway.config.schema import LimitsConfig, Settings
 from gateway.errors import LimitExceeded, QuotaExceeded
-from gateway.state.store import Check, LimitSettings, Verdict
+from gateway.state.store import Check, CheckState, LimitSettings, Verdict
+
+if TYPE_CHECKING:
+    from gateway.routing import Target
 
 DEFAULT_OUTPUT_TOKENS = 4096  # reserved when neither the request nor the catalog bounds the answer
 
@@ -37,17 +39,27 @@ class Scoped:
 
 def period_of(period: str, now: float) -> tuple[str, float | None]:
     """The calendar bucket `now` falls in (UTC) and when it ends (None for `total`)."""
+    cached = _PERIODS.get(period)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[2], cached[3]  # every request of the period: no datetime arithmetic
     day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
-        return f"day:{day:%Y-%m-%d}", (day + dt.timedelta(days=1)).timestamp()
-    if period == "week":
+        start, end, name = day, day + dt.timedelta(days=1), f"day:{day:%Y-%m-%d}"
+    elif period == "week":
         year, week, weekday = day.isocalendar()
-        return f"week:{year}-W{week:02d}", (day + dt.timedelta(days=8 - weekday)).timestamp()
-    if period == "month":
-        first = day.replace(day=1)
-        following = (first + dt.timedelta(days=32)).replace(day=1)
-        return f"month:{first:%Y-%m}", following.timestamp()
-    return "total", None
+        start, end, name = day - dt.timedelta(days=weekday - 1), day + dt.timedelta(days=8 - weekday), \
+            f"week:{year}-W{week:02d}"
+    elif period == "month":
+        start = day.replace(day=1)
+        end, name = (start + dt.timedelta(days=32)).replace(day=1), f"month:{start:%Y-%m}"
+    else:
+        return "total", None
+    _PERIODS[period] = (start.timestamp(), end.timestamp(), name, end.timestamp())
+    return name, end.timestamp()
+
+
+# The period `now` fell in last, per kind: (starts, ends, name, ends); a clock moved back or forth misses.
+_PERIODS: dict[str, tuple[float, float, str, float]] = {}
 
 
 def build_checks(scoped: Sequence[Scoped], tokens: int, worst_cost: float, now: float,
@@ -62,10 +74,10 @@ def build_checks(scoped: Sequence[Scoped], tokens: int, worst_cost: float, now: 
         if limits.tpm is not None:
             checks.append(Check(item.scope, "tokens", limits.tpm, tokens))
         if limits.concurrency is not None:
-            checks.append(Check(item.scope, "concurrency", limits.concurrency, 1, expires=expires))
+            checks.append(Check(item.scope, "concurrency", limits.concurrency, 1, "", expires))
         if limits.budget_usd is not None:
-            checks.append(Check(item.scope, "spend", limits.budget_usd, worst_cost,
-                                period=period_of(limits.period, now)[0], expires=expires))
+            checks.append(Check(item.scope, "spend", limits.budget_usd, worst_cost, period_of(limits.period, now)[0],
+                                expires))
     return tuple(checks)
 
 
@@ -75,7 +87,7 @@ def refusal(checks: Sequence[Check], verdict: Verdict, now: float) -> LimitExcee
     check = checks[verdict.refused]
     state = verdict.states[verdict.refused]
     whose = check.scope.replace(":", " `", 1) + "`"
-    headers = rate_headers(checks, verdict)
+    headers = {k.decode(): v.decode() for k, v in rate_headers(checks, verdict)}
     if check.kind == "spend":
         period, ends = period_of(check.period.partition(":")[0] or "total", now)
         wait = max(1, math.ceil(ends - now)) if ends is not None else None
@@ -87,8 +99,8 @@ def refusal(checks: Sequence[Check], verdict: Verdict, now: float) -> LimitExcee
                              f"{period.replace(':', ' ')} (in-flight requests included); {when}.", headers=headers)
     wait = max(1, math.ceil(verdict.retry_after)) if check.kind != "concurrency" else 1
     headers["Retry-After"] = str(wait)
-    what = {"requests": f"{check.limit:g} requests per minute", "tokens": f"{check.limit:g} tokens per minute",
-            "concurrency": f"{check.limit:g} concurrent requests"}[check.kind]
+    what = {"requests": f"{check.limit:.0f} requests per minute", "tokens": f"{check.limit:.0f} tokens per minute",
+            "concurrency": f"{check.limit:.0f} concurrent requests"}[check.kind]
     frees = ("when one of its requests in flight finishes" if check.kind == "concurrency"
              else f"in {wait} s")
     needed = f" (this request needs {check.amount:g} tokens)" if check.kind == "tokens" else ""
@@ -96,39 +108,56 @@ def refusal(checks: Sequence[Check], verdict: Verdict, now: float) -> LimitExcee
                          headers=headers)
 
 
-def rate_headers(checks: Sequence[Check], verdict: Verdict) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers, for the tightest requests limit and the tightest tokens limit."""
-    headers: dict[str, str] = {}
-    for kind, suffix in (("requests", "requests"), ("tokens", "tokens")):
-        best: tuple[Check, float, float] | None = None
-        for check, state in zip(checks, verdict.states, strict=True):
-            if check.kind == kind and (best is None or state.remaining < best[1]):
-                best = (check, state.remaining, state.reset_seconds)
-        if best is not None:
-            headers[f"x-ratelimit-limit-{suffix}"] = f"{best[0].limit:g}"
-            headers[f"x-ratelimit-remaining-{suffix}"] = str(max(0, math.floor(best[1])))
-            headers[f"x-ratelimit-reset-{suffix}"] = duration(best[2])
+def rate_headers(checks: Sequence[Check], verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* headers, for the tightest requests limit and the tightest tokens limit
+    (as bytes: they go straight into the answer's head)."""
+    requests: tuple[Check, CheckState] | None = None
+    tokens: tuple[Check, CheckState] | None = None
+    for check, state in zip(checks, verdict.states, strict=True):
+        kind = check.kind
+        if kind == "requests":
+            if requests is None or state.remaining < requests[1].remaining:
+                requests = (check, state)
+        elif kind == "tokens" and (tokens is None or state.remaining < tokens[1].remaining):
+            tokens = (check, state)
+    headers: list[tuple[bytes, bytes]] = []
+    if requests is not None:
+        check, state = requests
+        headers += ((_REQUESTS[0], b"%d" % check.limit),  # rpm and tpm are whole numbers
+                    (_REQUESTS[1], b"%d" % state.remaining),  # never negative: %d floors it
+                    (_REQUESTS[2], duration(state.reset_seconds)))
+    if tokens is not None:
+        check, state = tokens
+        headers += ((_TOKENS[0], b"%d" % check.limit), (_TOKENS[1], b"%d" % state.remaining),
+                    (_TOKENS[2], duration(state.reset_seconds)))
     return headers
 
 
-def duration(seconds: float) -> str:
+_REQUESTS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests")
+_TOKENS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens")
+
+
+def duration(seconds: float) -> bytes:
     """OpenAI's reset format: `1s`, `6m0s`, `20ms`."""
     if seconds < 1:
-        return f"{max(0, round(seconds * 1000))}ms"
+        return b"%dms" % max(0, round(seconds * 1000))
     minutes, rest = divmod(round(seconds, 1), 60)
     if minutes:
-        return f"{int(minutes)}m{rest:g}s"
-    return f"{rest:g}s"
+        return b"%dm%gs" % (minutes, rest)
+    return b"%gs" % rest
 
 
 class LimitsIndex:
-    """The config's limits by model id (alias or catalog id) and by provider id, resolved once per config."""
+    """The config's limits by model id (alias or catalog id) and by provider id, resolved once per config,
+    and what each target's price reserves. Scopes are made once, not per request."""
 
-    __slots__ = ("models", "providers")
+    __slots__ = ("_keys", "_prices", "models", "providers")
 
     def __init__(self, models: dict[str, LimitSettings], providers: dict[str, LimitSettings]) -> None:
-        self.models = models
-        self.providers = providers
+        self.models = {m: Scoped(f"model:{m}", s) for m, s in models.items()}
+        self.providers = {p: Scoped(f"provider:{p}", s) for p, s in providers.items()}
+        self._keys: dict[str, Scoped] = {}
+        self._prices: dict[str, tuple[float, float, int]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitsIndex:
@@ -140,33 +169,40 @@ class LimitsIndex:
         """The limits one request is held to: its key's, its model's, its (first) provider's."""
         scoped: list[Scoped] = []
         if key_limits is not None:
-            scoped.append(Scoped(f"key:{key}", key_limits))
+            mine = self._keys.get(key)
+            if mine is None or mine.limits is not key_limits:  # a managed key's limits were changed
+                mine = self._keys[key] = Scoped(f"key:{key}", key_limits)
+            scoped.append(mine)
         if self.models:
             limits = self.models.get(model)
             if limits is not None:
-                scoped.append(Scoped(f"model:{model}", limits))
+                scoped.append(limits)
         if self.providers and provider is not None:
             limits = self.providers.get(provider)
             if limits is not None:
-                scoped.append(Scoped(f"provider:{provider}", limits))
+                scoped.append(limits)
         return scoped
 
+    def reservation(self, body: Mapping[str, Any], body_size: int, targets: Sequence[Target]) -> tuple[int, float]:
+        """Tokens and worst-case USD to reserve: the body's size as input (about 4 bytes a token, never less
+        than the text) plus the requested output cap, else the largest output limit among the targets;
+        at the dearest prices among the targets (a model without a price counts as free)."""
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        prompt = body_size // 4 + 1
+        per_input = per_output = 0.0
+        longest = 0
+        for target in targets:
+            price = self._prices.get(target.key) or self._price(target)
+            per_input = max(per_input, price[0])
+            per_output = max(per_output, price[1])
+            longest = max(longest, price[2])
+        output = asked if isinstance(asked, int) and asked > 0 else longest or DEFAULT_OUTPUT_TOKENS
+        return prompt + output, (prompt * per_input + output * per_output) / 1e6
 
-def reservation(body: Mapping[str, Any], body_size: int, costs: Sequence[tuple[Cost | None, int]]) -> tuple[int, float]:
-    """Tokens and worst-case USD to reserve: the body's size as input (about 4 bytes a token, never less
-    than the text) plus the requested output cap, else the largest output limit among the targets.
-
-    `costs` is each target's catalog price and output limit; the dearest prices count.
-    """
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    output = asked if isinstance(asked, int) and asked > 0 else (
-        max((limit for _, limit in costs), default=0) or DEFAULT_OUTPUT_TOKENS)
-    prompt = body_size // 4 + 1
-    worst = 0.0
-    for cost, _ in costs:
-        if cost is None:
-            continue  # a model without a price counts as free
-        per_input = max(cost.input or 0.0, cost.cache_write or 0.0)
-        per_output = max(cost.output or 0.0, cost.reasoning or 0.0)
-        worst = max(worst, (prompt * per_input + output * per_output) / 1e6)
-    return prompt + output, worst
+    def _price(self, target: Target) -> tuple[float, float, int]:
+        """USD per million input and output tokens at their dearest (cache writes, reasoning), output limit."""
+        cost = target.model.cost
+        per_input = max(cost.input or 0.0, cost.cache_write or 0.0) if cost is not None else 0.0
+        per_output = max(cost.output or 0.0, cost.reasoning or 0.0) if cost is not None else 0.0
+        price = self._prices[target.key] = (per_input, per_output, target.model.limit.output)
+        return price

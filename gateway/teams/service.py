@@ -32,12 +32,19 @@ _PRUNE_SECONDS = 3600.0
 class Ticket:
     """A granted admission: what was reserved, and the headers that tell the client its limits."""
 
-    __slots__ = ("checks", "grant", "headers")
+    __slots__ = ("checks", "grant", "holds_slot", "raw_headers")
 
-    def __init__(self, checks: tuple[Check, ...], grant: object, headers: dict[str, str]) -> None:
+    def __init__(self, checks: tuple[Check, ...], grant: object, raw_headers: list[tuple[bytes, bytes]],
+                 holds_slot: bool = False) -> None:
         self.checks = checks
         self.grant = grant
-        self.headers = headers
+        self.raw_headers = raw_headers  # encoded once, as the answer's head takes them
+        self.holds_slot = holds_slot  # a concurrency slot, which settling must free at once
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The same as text, for an error answer."""
+        return {name.decode(): value.decode() for name, value in self.raw_headers}
 
 
 class Teams:
@@ -55,7 +62,8 @@ class Teams:
         self._settlements: list[Settlement] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._soft: dict[str, float] = {}  # per key with a budget: its soft threshold, for metrics
+        self._budgets: dict[str, Scoped] = {}  # keys with a budget that were used, for the budget gauges
+        self._published = 0.0
 
     def wall_clock(self) -> float:
         return self.clock()
@@ -82,23 +90,26 @@ class Teams:
         """Reserve against every limit or raise the 429 of the first that refuses."""
         now = self.clock()
         checks = build_checks(scoped, tokens, worst_cost, now, hold_seconds)
+        if scoped[0].limits.budget_usd is not None and scoped[0].scope[:4] == "key:":
+            self._budgets[key] = scoped[0]  # the key's own limits come first, when it has any
+        holds_slot = False
         for item in scoped:
-            if item.scope.startswith("key:") and item.limits.budget_usd is not None:
-                self._soft[key] = item.limits.soft_ratio
+            if item.limits.concurrency is not None:
+                holds_slot = True
         verdict = await self.store.counters.admit(checks, now)
         if not verdict.granted:
             assert verdict.refused is not None
             check = checks[verdict.refused]
             metrics.key_refused(key, check.scope.partition(":")[0], "budget" if check.kind == "spend" else check.kind)
             raise refusal(checks, verdict, now)
-        return Ticket(checks, verdict.grant, rate_headers(checks, verdict))
+        return Ticket(checks, verdict.grant, rate_headers(checks, verdict), holds_slot)
 
     def settle(self, ticket: Ticket, tokens: float, cost: float) -> None:
         """Replace the ticket's reservations with what was used (written with the next batch)."""
-        actual = tuple(tokens if c.kind == "tokens" else cost if c.kind == "spend" else 1.0 for c in ticket.checks)
+        actual = tuple([tokens if c.kind == "tokens" else cost if c.kind == "spend" else 1.0 for c in ticket.checks])
         self._settlements.append(Settlement(ticket.checks, actual, ticket.grant, self.clock()))
-        if self._wake is not None and any(c.kind == "concurrency" for c in ticket.checks):
-            self._wake.set()
+        if ticket.holds_slot and self._wake is not None:
+            self._wake.set()  # flush now, so that the next request finds the slot free
 
     def record(self, row: LedgerRow) -> None:
         self._rows.append(row)
@@ -112,7 +123,7 @@ class Teams:
             log.exception("could not settle %d requests in the state store; retrying", len(settlements))
             self._settlements[:0] = settlements
         else:
-            await self._publish_budgets(settlements)
+            await self._publish_budgets()
         try:
             await self.store.ledger.append(rows)
         except Exception:
@@ -120,16 +131,18 @@ class Teams:
             self._rows[:0] = rows
             del self._rows[:-_MAX_QUEUED]
 
-    async def _publish_budgets(self, settlements: Sequence[Settlement]) -> None:
-        """Per key with a budget: the share of it used this period (for the soft-budget alert)."""
-        seen: set[str] = set()
-        for settlement in settlements:
-            for check in settlement.checks:
-                if check.kind == "spend" and check.scope.startswith("key:") and check.scope not in seen:
-                    seen.add(check.scope)
-                    spent = await self.store.counters.spent(check.scope, check.period)
-                    key = check.scope[4:]
-                    metrics.key_budget(key, spent / check.limit, self._soft.get(key, 0.8))
+    async def _publish_budgets(self) -> None:
+        """Per key with a budget: the share of it used this period (for the soft-budget alert). At most
+        once a second: the gauges are scraped far less often, and this reads every such key's spend."""
+        now = self.clock()
+        if abs(now - self._published) < 1.0:
+            return
+        self._published = now
+        for key, scoped in self._budgets.items():
+            limits = scoped.limits
+            assert limits.budget_usd is not None
+            spent = await self.store.counters.spent(scoped.scope, period_of(limits.period, now)[0])
+            metrics.key_budget(key, spent / limits.budget_usd, limits.soft_ratio)
 
     async def _flush_loop(self) -> None:
         assert self._wake is not None

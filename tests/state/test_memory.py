@@ -51,6 +51,21 @@ async def test_concurrency_is_held_until_settled() -> None:
     assert (await counters.admit(slot, NOW)).granted
 
 
+async def test_a_refusal_or_a_total_read_midway_gives_back_what_the_checks_before_it_took(tmp_path: Path) -> None:
+    shared = SQLiteStore(str(tmp_path / "state.db"))
+    try:
+        await shared.add_spent([("key:a", "day:x", 2.0)])  # over the budget already
+        counters = MemoryCounters(shared)
+        checks = (Check("key:a", "requests", 10, 1), Check("key:a", "concurrency", 1, 1),
+                  Check("key:a", "spend", 1.0, 0.1, period="day:x"))
+        refused = await counters.admit(checks, NOW)  # reads the total midway, then refuses on it
+        assert not refused.granted and refused.refused == 2
+        # Neither the read nor the refusal left the request counted or the slot taken.
+        assert (await counters.admit(checks[:2], NOW)).states == (await MemoryCounters().admit(checks[:2], NOW)).states
+    finally:
+        await shared.close()
+
+
 async def test_share_scales_every_limit() -> None:
     counters = MemoryCounters(share=0.5)
     checks = (Check("key:a", "requests", 4, 1),)
@@ -62,7 +77,7 @@ async def test_spend_is_seeded_from_the_file_and_written_behind(tmp_path: Path) 
     shared = SQLiteStore(path)
     try:
         await shared.add_spent([("key:a", "day:x", 0.6)])  # what an earlier run of the gateway spent
-        counters = MemoryCounters(shared)
+        counters = MemoryCounters(shared, write_every=0)
         spend = (Check("key:a", "spend", 1.0, 0.3, period="day:x"),)
         first = await counters.admit(spend, NOW)
         assert first.granted and first.states[0].used == pytest.approx(0.9)
@@ -76,9 +91,25 @@ async def test_spend_is_seeded_from_the_file_and_written_behind(tmp_path: Path) 
         assert await shared.spent("key:a", "day:x") == pytest.approx(0.9)  # written behind with the batch
         assert await counters.spent("key:a", "day:x") == pytest.approx(0.9)
         # A restarted gateway's counters start from the file: 0.9 spent, one more request fits.
-        restarted = MemoryCounters(shared)
+        restarted = MemoryCounters(shared, write_every=0)
         assert (await restarted.admit(spend, NOW)).granted
         assert not (await restarted.admit(spend, NOW)).granted
+    finally:
+        await shared.close()
+
+
+async def test_spend_is_written_at_most_every_write_every_and_all_of_it_on_close(tmp_path: Path) -> None:
+    shared = SQLiteStore(str(tmp_path / "state.db"))
+    try:
+        counters = MemoryCounters(shared, write_every=3600)
+        spend = (Check("key:a", "spend", 10.0, 1.0, period="day:x"),)
+        for amount in (0.5, 0.25, 0.125):
+            grant = await counters.admit(spend, NOW)
+            await counters.settle([Settlement(spend, (amount,), grant.grant, NOW)])
+        assert await shared.spent("key:a", "day:x") == pytest.approx(0.5)  # the first batch only
+        assert await counters.spent("key:a", "day:x") == pytest.approx(0.875)
+        await counters.close()  # a clean stop writes what is left
+        assert await shared.spent("key:a", "day:x") == pytest.approx(0.875)
     finally:
         await shared.close()
 
@@ -103,7 +134,7 @@ class _FailingOnce:
 async def test_a_failed_write_is_kept_for_the_next_batch_and_never_applied_twice(tmp_path: Path) -> None:
     shared = SQLiteStore(str(tmp_path / "state.db"))
     try:
-        counters = MemoryCounters(_FailingOnce(shared))
+        counters = MemoryCounters(_FailingOnce(shared), write_every=0)
         spend = (Check("key:a", "spend", 1.0, 0.5, period="day:x"), Check("key:a", "concurrency", 1, 1))
         grant = await counters.admit(spend, NOW)
         await counters.settle([Settlement(spend, (0.25, 1), grant.grant, NOW)])  # the write fails: no raise
