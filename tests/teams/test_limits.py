@@ -151,7 +151,14 @@ async def test_budget_overshoot_is_bounded_by_in_flight_reservations_and_rolls_w
         assert "day 2027-01-15" in error["message"] and "2027-01-16 00:00 UTC" in error["message"]
         assert int(refused.headers["retry-after"]) == 16 * 3600
         assert len(up.received) == served
-        clock[0] += 16 * 3600  # midnight UTC: a new day, a new budget
+        clock[0] += 1  # the budget gauges are published at most once a second
+        await gw.app.teams.flush()
+        gauges = (await gw.client.get("/metrics")).text
+        used = next(float(line.rsplit(" ", 1)[1]) for line in gauges.splitlines()
+                    if line.startswith('gateway_key_budget_used_ratio{key="team"}'))
+        assert used == pytest.approx(spent / 0.01)
+        assert 'gateway_key_budget_soft_ratio{key="team"} 0.8' in gauges
+        clock[0] += 16 * 3600 - 1  # midnight UTC: a new day, a new budget
         assert (await gw.chat(body)).status_code == 200
         metrics = (await gw.client.get("/metrics")).text
         assert 'gateway_key_refused_total{key="team",limit="budget",scope="key"}' in metrics
