@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
+from gateway.protocols.chat_stream import ChatStreamTranslator
 from gateway.protocols.messages.answer import message_id, messages_usage, stop_reason
 from gateway.protocols.messages.errors import KNOWN_TYPES
-from gateway.relay.sse import DONE, event_data
 
 # the relay's error codes -> Anthropic error types
 _STREAM_ERRORS = {"upstream_timeout": "timeout_error", "rate_limited": "rate_limit_error",
@@ -34,7 +34,7 @@ def sse(kind: bytes, body: dict[str, Any]) -> bytes:
     return b"event: " + kind + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
-class StreamTranslator:
+class StreamTranslator(ChatStreamTranslator):
     """Chat chunks in (each a parsed chunk), Messages SSE events out, in order, block by block."""
 
     __slots__ = ("_block", "_id", "_index", "_model", "_reason", "_started", "_text_prefix", "_tools", "_usage")
@@ -50,20 +50,11 @@ class StreamTranslator:
         self._reason: str | None = None
         self._usage: dict[str, Any] | None = None
 
-    def feed(self, event: bytes) -> list[bytes]:
-        """The Messages events for one chat SSE event as the relay writes it (without its blank line)."""
-        data = event_data(event)
-        if data is None:
-            return [sse(b"ping", {"type": "ping"})]  # a keep-alive comment stays a keep-alive
-        if data == DONE:
-            return self.done()
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            chunk = None
-        if event.startswith(b"event: error") or not isinstance(chunk, dict) or chunk.get("error"):
-            return [stream_error(chunk)]
-        return self.chunk(chunk)
+    def keep_alive(self, event: bytes) -> list[bytes]:
+        return [sse(b"ping", {"type": "ping"})]
+
+    def failed(self, body: Any) -> list[bytes]:
+        return [stream_error(body)]
 
     def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         out: list[bytes] = []

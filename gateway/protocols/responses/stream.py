@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
+from gateway.protocols.chat_stream import ChatStreamTranslator
 from gateway.protocols.responses.answer import (
     INCOMPLETE_REASONS,
     IdFactory,
@@ -26,11 +25,10 @@ from gateway.protocols.responses.answer import (
     usage,
 )
 from gateway.protocols.responses.tools import ToolNames
-from gateway.relay.sse import DONE, event_data
 from gateway.upstream.formats.openai_responses import sse
 
 
-class StreamTranslator:
+class StreamTranslator(ChatStreamTranslator):
     """Chat SSE events in (as the relay writes them), Responses SSE events out, in order."""
 
     def __init__(self, request: Mapping[str, Any], *, ids: IdFactory = new_id,
@@ -56,21 +54,10 @@ class StreamTranslator:
         return self._ended
 
     def feed(self, event: bytes) -> list[bytes]:
-        """The Responses events for one chat SSE event (without its blank line)."""
-        if self._ended:
-            return []
-        data = event_data(event)
-        if data is None:
-            return [event + b"\n\n"]  # keep-alive comments stay keep-alives
-        if data == DONE:
-            return self.done()
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            chunk = None
-        if event.startswith(b"event: error") or not isinstance(chunk, dict) or chunk.get("error"):
-            return self.failed(chunk)
-        return self.chunk(chunk)
+        return [] if self._ended else super().feed(event)  # nothing after the response's last event
+
+    def keep_alive(self, event: bytes) -> list[bytes]:
+        return [event + b"\n\n"]  # a comment is a keep-alive in any SSE stream
 
     def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         out: list[bytes] = []
