@@ -30,12 +30,18 @@ _STREAM_STATUS_HINTS = (
 )
 
 
-def build_request(body: Mapping[str, Any], upstream_model: str, *, stream: bool) -> dict[str, Any]:
-    """The client's body as sent upstream: only `model` changes, and streams always report usage."""
+def with_upstream_model(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
+    """A copy of the client's body for the upstream: its `model`, and none of the gateway's own fields."""
     payload = dict(body)
     payload["model"] = upstream_model
     # `models` is the client's own fallback list (OpenRouter style); the gateway has already used it.
     payload.pop("models", None)
+    return payload
+
+
+def build_request(body: Mapping[str, Any], upstream_model: str, *, stream: bool) -> dict[str, Any]:
+    """The client's body as sent upstream: only `model` changes, and streams always report usage."""
+    payload = with_upstream_model(body, upstream_model)
     if stream:
         options = payload.get("stream_options")
         payload["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \

@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import UpstreamProtocolError, UpstreamStatusError
+from gateway.errors import UpstreamProtocolError
 from gateway.relay.sse import event_data
-from gateway.upstream.formats import UpstreamAnswer, openai_chat
+from gateway.upstream.formats import openai_chat
+from gateway.upstream.formats.openai_pass_through import OpenAIPassThrough
 
 # Events after which a client has seen something: the first one of them commits the stream.
 _CONTENT_SUFFIXES = (".delta", ".done")
@@ -23,29 +24,11 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete"})
 FAILURES = frozenset({"response.failed", "error"})
 
 
-class ResponsesDialect:
+class ResponsesDialect(OpenAIPassThrough):
     name = "responses"
     path = "/responses"
-
-    def build_request(self, body: Mapping[str, Any], upstream_model: str, *, stream: bool) -> dict[str, Any]:
-        payload = dict(body)
-        payload["model"] = upstream_model
-        payload.pop("models", None)  # the gateway's own fallback list, already used
-        return payload
-
-    def parse_error(self, status: int, headers: Mapping[str, str], raw: bytes,
-                    provider_id: str) -> UpstreamStatusError:
-        return openai_chat.parse_error(status, headers, raw, provider_id)
-
-    def check_answer(self, parsed: Any, headers: Mapping[str, str], raw: bytes, provider_id: str) -> None:
-        if isinstance(parsed, dict) and isinstance(parsed.get("output"), list):
-            return
-        if isinstance(parsed, dict) and parsed.get("error"):
-            raise openai_chat.parse_error(500, headers, raw, provider_id)
-        raise UpstreamProtocolError(f"{provider_id} answered with JSON that is not a Response")
-
-    def view(self, response: UpstreamAnswer) -> UpstreamAnswer:
-        return response  # passed through: the client gets the upstream's own bytes
+    answer_list = "output"
+    answer_noun = "a Response"
 
     def opens_answer(self, event: bytes, provider_id: str) -> bool:
         kind, body = parse_event(event, provider_id)
