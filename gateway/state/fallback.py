@@ -17,6 +17,7 @@ this replica saw is restored as a floor (Redis keeps the highest any replica sen
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -146,4 +147,7 @@ class FallbackCounters:
         return (seen.spent if seen is not None else 0.0) + self._owed.get((scope, period), 0.0)
 
     async def close(self) -> None:
+        if self.connection.up:
+            with contextlib.suppress(Unavailable):
+                await self.remote.leave()
         await self.connection.close()

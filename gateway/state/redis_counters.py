@@ -132,6 +132,10 @@ class RedisCounters:
             seen = self.seen.get((scope, period))
             self._see(scope, period, float(spent), seen.used if seen is not None else float(spent))
 
+    async def leave(self) -> None:
+        """A clean exit: stop counting as a replica now, not when the heartbeat lapses."""
+        await self.connection.call(lambda: self.connection.client.zrem(key("replicas"), self.replica))
+
     async def spent(self, scope: str, period: str) -> float:
         totals = _spend_keys(scope, period)[0]
         value = await self.connection.call(lambda: self.connection.client.hget(totals, "spent"))

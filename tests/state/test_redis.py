@@ -101,6 +101,9 @@ async def test_settlement_batches_are_the_heartbeat_and_count_live_replicas(redi
         assert stores[0].fresh  # the first ever to write found no epoch marker
         await stores[0].settle([])
         assert stores[0].replicas == 3 and not stores[0].fresh
+        await stores[2].leave()  # a clean exit: the others count one less at their next heartbeat
+        await stores[0].settle([])
+        assert stores[0].replicas == 2
     finally:
         for connection in connections:
             await connection.close()
