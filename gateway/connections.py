@@ -14,7 +14,10 @@ cheaply and before any request reaches the app:
 - a body not complete within `server.body_timeout` of its head is refused with 408;
 - a connection beyond `server.max_connections` is answered 503 at once and closed;
 - a response that completes before its request's body was read closes the connection (a 413,
-  a 401 before the body): nothing is read and discarded after it.
+  a 401 before the body): nothing is read and discarded after it;
+- a connection lost mid-request calls the hook the app put in the request's scope under
+  `DISCONNECT_HOOK` (the key is there, None, to say this server offers it): the app learns at once
+  that its client left, without a task per request listening on receive() for it.
 
 The head and body timeouts share one timer per connection that is moved lazily: a phase (head,
 body) only records its deadline, and the timer, when it fires, re-arms itself for a deadline that
@@ -46,6 +49,7 @@ from gateway.request_id import HEADER, new_request_id, sane_request_id
 
 log = logging.getLogger("gateway")
 
+DISCONNECT_HOOK = "gateway.on_disconnect"  # scope key: a callable, called when the client leaves mid-request
 _CLOCK_SLACK = 0.005  # seconds: uvloop rounds timers to milliseconds, so one may fire that early
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
@@ -117,6 +121,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._timer = None
         if not self._refused:
             super().connection_lost(exc)
+            self._tell_the_app()
+
+    def _tell_the_app(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            hook: Callable[[], None] | None = cycle.scope.get(DISCONNECT_HOOK)  # type: ignore[assignment]
+            if hook is not None:
+                hook()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -144,6 +156,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._expect(self._body_timeout, self._body_timed_out)
         super().on_headers_complete()
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]  # uvicorn's TypedDict knows no extras
+        scope[DISCONNECT_HOOK] = None  # offered: the app's task has not run yet
 
     def on_message_complete(self) -> None:
         self._end_phase()

@@ -123,8 +123,10 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
     async def start(config: dict[str, Any], *, catalogs: list[dict[str, Any]] = (),
                     environ: dict[str, str] | None = None, echo: bool = True,
-                    clock: FakeClock | None = None, sockets: list[socket.socket] = ()) -> RunningGateway:
-        """`sockets`: more bound sockets the same server listens on (as `server.metrics_listen` adds one)."""
+                    clock: FakeClock | None = None, sockets: list[socket.socket] = (),
+                    uvicorn_options: dict[str, Any] | None = None) -> RunningGateway:
+        """`sockets`: more bound sockets the same server listens on (as `server.metrics_listen` adds one);
+        `uvicorn_options` override the server's (e.g. http="httptools": the app under plain uvicorn)."""
         paths = []
         for index, catalog in enumerate(catalogs):
             path = tmp_path / f"catalog-{len(servers)}-{index}.json"
@@ -143,7 +145,7 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         uv_config = uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
-                                   timeout_graceful_shutdown=None)
+                                   timeout_graceful_shutdown=None, **(uvicorn_options or {}))
         uv_config.load()
         server = uvicorn.Server(uv_config)
         server.lifespan = uv_config.lifespan_class(uv_config)

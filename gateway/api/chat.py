@@ -28,6 +28,7 @@ from gateway.api.middleware import request_id as request_id_of
 from gateway.api.send import send_error, send_json
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
+from gateway.connections import DISCONNECT_HOOK
 from gateway.drain import Drain, ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
@@ -152,7 +153,7 @@ class Pipeline:
             for other in others if isinstance(others, list) else ():
                 if isinstance(other, str):
                     caller.check_model(other)
-            watched = _Watched(receive, at_once=protocol.streams(body))
+            watched = _Watched(scope, receive)
             await watched.run(self._complete(runtime, caller, body, len(raw), headers, context, send, watched))
         except GatewayError as error:
             context.status = error.status
@@ -233,25 +234,21 @@ class _ClientGone(Exception):
 
 
 class _Watched:
-    """Runs the request while listening for the client's disconnect; a disconnect cancels the work.
+    """Runs the request; the client's leaving cancels the work (and with it the upstream request),
+    the moment it happens: a stream's slot (e.g. a concurrency limit) is given back at once.
 
-    The listener is a task. For a stream it starts at once (a stream's slot, e.g. a concurrency
-    limit, must be given back the moment its client leaves). For a whole answer it is armed only
-    once the request has run for `ARM_AFTER` seconds: most whole answers from a fast upstream are
-    done before that, and a task per request (created, then cancelled) was a tenth of the gateway's
-    own CPU per request at moderate load; a client that leaves earlier is still noticed (uvicorn
-    keeps the disconnect for the next receive()), at most `ARM_AFTER` late. Once the last bytes
-    are being sent (`finishing`), the server's own end-of-response signal on receive() must not be
-    mistaken for the client leaving.
+    The gateway's own server (gateway/connections.py) calls a hook in the scope when the connection
+    is lost mid-request, which costs nothing per request. Under another ASGI server, a listener task
+    waits on receive() for the disconnect instead (a task per request, a tenth of the gateway's own
+    CPU per request at moderate load when it was the only way). Once the last bytes are being sent
+    (`finishing`), the end of the connection is no longer the client walking away.
     """
 
-    ARM_AFTER = 0.05
+    __slots__ = ("_gone", "_receive", "_scope", "_task", "_watcher", "finishing")
 
-    __slots__ = ("_at_once", "_gone", "_receive", "_task", "_watcher", "finishing")
-
-    def __init__(self, receive: Receive, *, at_once: bool) -> None:
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self._scope = scope
         self._receive = receive
-        self._at_once = at_once
         self._gone = False
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -260,11 +257,11 @@ class _Watched:
     async def run(self, work: Any) -> None:
         task = self._task = asyncio.current_task()
         assert task is not None
-        timer = None
-        if self._at_once:
-            self._arm()
+        hooked = DISCONNECT_HOOK in self._scope
+        if hooked:
+            self._scope[DISCONNECT_HOOK] = self._left
         else:
-            timer = task.get_loop().call_later(self.ARM_AFTER, self._arm)
+            self._watcher = task.get_loop().create_task(self._watch())
         try:
             await work
         except asyncio.CancelledError:
@@ -277,23 +274,22 @@ class _Watched:
                 raise ShuttingDown from None
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if hooked:
+                self._scope[DISCONNECT_HOOK] = None
             if self._watcher is not None:
                 self._watcher.cancel()
 
-    def _arm(self) -> None:
+    def _left(self) -> None:
         task = self._task
-        if task is not None and not task.done():
-            self._watcher = task.get_loop().create_task(self._watch(task))
+        if not self.finishing and not self._gone and task is not None and not task.done():
+            self._gone = True
+            task.cancel()
 
-    async def _watch(self, task: asyncio.Task[Any]) -> None:
+    async def _watch(self) -> None:
         while True:
             message: Message = await self._receive()
             if message["type"] == "http.disconnect":
-                if not self.finishing:
-                    self._gone = True
-                    task.cancel()
+                self._left()
                 return
 
 

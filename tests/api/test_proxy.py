@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.conftest import FAST_POLICY, GatewayFactory, RunningGateway, model_json, provider_json, sse_events
 from tests.fakes.upstream import FakeUpstream, chunk, hang, ok, stall, stream
@@ -22,10 +23,12 @@ BODY: dict[str, Any] = {
 }
 
 
-async def gateway_for(start_gateway: GatewayFactory, up: FakeUpstream, **config: Any) -> RunningGateway:
+async def gateway_for(start_gateway: GatewayFactory, up: FakeUpstream, *,
+                      uvicorn_options: dict[str, Any] | None = None, **config: Any) -> RunningGateway:
     catalog = provider_json("acme", up.base_url, [model_json("m1"), model_json("m2")])
     environ = {"ACME_API_KEY": SECRET, "GW_KEY": "gw-client-key"}
-    return await start_gateway({**FAST_POLICY, **config}, catalogs=[catalog], environ=environ)
+    return await start_gateway({**FAST_POLICY, **config}, catalogs=[catalog], environ=environ,
+                               uvicorn_options=uvicorn_options)
 
 
 async def test_non_stream_body_forwarded_unchanged_except_model(start_gateway: GatewayFactory) -> None:
@@ -73,12 +76,19 @@ async def test_credentials_come_from_env_and_client_headers_stay_behind(start_ga
         assert "gw-client-key" not in repr(seen)
 
 
+# The gateway's own server tells the app at once that a connection was lost (gateway/connections.py);
+# under plain uvicorn a listener task finds it out on receive(). Both must cancel the upstream.
+SERVERS = pytest.mark.parametrize("uvicorn_options", [None, {"http": "httptools"}], ids=["gateway", "uvicorn"])
+
+
+@SERVERS
 async def test_first_chunk_reaches_client_before_upstream_finishes_and_disconnect_cancels(
-    start_gateway: GatewayFactory,
+    start_gateway: GatewayFactory, uvicorn_options: dict[str, Any] | None,
 ) -> None:
     async with FakeUpstream() as up:
         up.script(stream([chunk(role="assistant", content=""), chunk(content="Hel"), stall()], done=False))
-        gw = await gateway_for(start_gateway, up, timeouts={"idle": 30, "total": 60})
+        gw = await gateway_for(start_gateway, up, uvicorn_options=uvicorn_options,
+                               timeouts={"idle": 30, "total": 60})
         async with (
             httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client,
             client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as response,
@@ -95,10 +105,14 @@ async def test_first_chunk_reaches_client_before_upstream_finishes_and_disconnec
         assert up.disconnects == 1
 
 
-async def test_client_disconnect_cancels_a_non_stream_upstream_request(start_gateway: GatewayFactory) -> None:
+@SERVERS
+async def test_client_disconnect_cancels_a_non_stream_upstream_request(
+    start_gateway: GatewayFactory, uvicorn_options: dict[str, Any] | None,
+) -> None:
     async with FakeUpstream() as up:
         up.script(hang())
-        gw = await gateway_for(start_gateway, up, timeouts={"response": 30, "total": 60})
+        gw = await gateway_for(start_gateway, up, uvicorn_options=uvicorn_options,
+                               timeouts={"response": 30, "total": 60})
         client = httpx.AsyncClient(base_url=gw.base_url, timeout=30)
         request = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
         await up.wait_for_requests(1, timeout=5)
