@@ -153,7 +153,7 @@ class Pipeline:
             for other in others if isinstance(others, list) else ():
                 if isinstance(other, str):
                     caller.check_model(other)
-            watched = _Watched(scope, receive)
+            watched = _Watched(scope, receive, task)
             await watched.run(self._complete(runtime, caller, body, len(raw), headers, context, send, watched))
         except GatewayError as error:
             context.status = error.status
@@ -246,17 +246,16 @@ class _Watched:
 
     __slots__ = ("_gone", "_receive", "_scope", "_task", "_watcher", "finishing")
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive, task: asyncio.Task[Any]) -> None:
         self._scope = scope
         self._receive = receive
+        self._task = task  # the request's own task, which `work` runs in
         self._gone = False
-        self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.finishing = False
 
     async def run(self, work: Any) -> None:
-        task = self._task = asyncio.current_task()
-        assert task is not None
+        task = self._task
         hooked = DISCONNECT_HOOK in self._scope
         if hooked:
             self._scope[DISCONNECT_HOOK] = self._left
@@ -281,7 +280,7 @@ class _Watched:
 
     def _left(self) -> None:
         task = self._task
-        if not self.finishing and not self._gone and task is not None and not task.done():
+        if not self.finishing and not self._gone and not task.done():
             self._gone = True
             task.cancel()
 
@@ -314,13 +313,19 @@ def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """The request body, at most `limit` bytes (413 beyond); a client gone meanwhile raises _ClientGone."""
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the whole body in one message: the usual case
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+        return body
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
         chunk = message.get("body", b"")
@@ -329,7 +334,8 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
             raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
+        message = await receive()
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

@@ -142,9 +142,10 @@ class Executor:
         legs: LegChooser | None = None,
     ) -> Served:
         """Try the plan's targets in turn. `legs` chooses each target's dialect and body (default: chat)."""
+        requested = _requested_output(body)
         run = Run(plan, body, stream, deadline,
                   legs or (lambda t: chat_leg(t.endpoint.wire, t.model.limit.output, body)), body_size,
-                  _prompt_tokens(body, plan, body_size), _requested_output(body))
+                  _prompt_tokens(body, plan, body_size, requested), requested)
         open_targets: list[tuple[Target, Leg]] = []
         for target in plan.targets:
             leg = run.legs(target)
@@ -293,13 +294,13 @@ class Executor:
         return backoff
 
 
-def _prompt_tokens(body: dict[str, Any], plan: Plan, body_size: int) -> int:
+def _prompt_tokens(body: dict[str, Any], plan: Plan, body_size: int, requested: int) -> int:
     """A cheap estimate: about four characters of message text per token (images not counted).
 
     0 (nothing to check) when even the whole request body could not fill the smallest known window.
     """
-    limits = [t.context_limit for t in plan.targets if t.context_limit]
-    if not limits or (body_size // 4 + _requested_output(body)) <= min(limits):
+    smallest = min((limit for t in plan.targets if (limit := t.context_limit)), default=None)
+    if smallest is None or body_size // 4 + requested <= smallest:
         return 0
     messages = body.get("messages") or ()
     chars = 0

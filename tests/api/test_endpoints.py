@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 
 import orjson
 
@@ -148,3 +149,18 @@ async def test_client_models_must_be_a_list_and_request_ids_are_bounded(start_ga
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "models"
     huge = await gw.chat(HELLO, headers={"x-request-id": "x" * 500})
     assert huge.status_code == 200 and len(huge.headers["x-request-id"]) < 64
+
+
+async def test_a_body_sent_in_pieces_is_read_whole(start_gateway: GatewayFactory) -> None:
+    # Chunked transfer in several pieces: the pipeline reads every piece (the one-piece body is the fast path).
+    gw = await start_gateway({})
+    raw = orjson.dumps(HELLO)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(raw), 7):
+            yield raw[start:start + 7]
+
+    response = await gw.client.post("/v1/chat/completions", content=pieces(),
+                                    headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "You said: hello there"
