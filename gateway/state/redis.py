@@ -99,8 +99,10 @@ class RedisConnection:
             metrics.state_backend_up("redis", False)
             self.up = False
             self._backoff = BACKOFF_FIRST
+        elif now >= self._retry_at:
+            self._backoff = min(BACKOFF_MAX, self._backoff * 2)  # a probe failed: wait longer before the next
         else:
-            self._backoff = min(BACKOFF_MAX, self._backoff * 2)
+            return  # one more of the calls that were in flight when Redis went: the back-off stands
         # Jitter: replicas that lost Redis together do not all come back in the same instant.
         self._retry_at = now + self._backoff * random.uniform(0.8, 1.2)
 

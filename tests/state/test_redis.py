@@ -134,7 +134,15 @@ async def test_a_dead_redis_raises_unavailable_and_a_probe_brings_it_back(redis_
         with pytest.raises(Unavailable, match=r"Redis at redis://127\.0\.0\.1"):
             await store.admit(check, NOW)
         assert not connection.up and not connection.probe_due
-        clock[0] += 5  # past the back-off
+        with pytest.raises(Unavailable):  # another call that was in flight: the back-off is not doubled
+            await store.settle([])
+        clock[0] += 0.31  # the first back-off: 0.25 s, +-20 % jitter
+        assert connection.probe_due
+        with pytest.raises(Unavailable):  # a failed probe doubles it
+            await store.settle([])
+        clock[0] += 0.35  # less than 0.5 s - 20 %
+        assert not connection.probe_due
+        clock[0] += 0.3  # more than 0.5 s + 20 %
         assert connection.probe_due
         await redis_server.astart()
         await store.settle([])
