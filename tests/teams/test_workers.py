@@ -22,10 +22,10 @@ from tests.fakes.upstream import FakeUpstream, Received, Reply, chunk, ok, stall
 
 TEAM_KEY = "team-key-for-workers-0123456789"
 ADMIN_KEY = "admin-key-for-workers-0123456789"
-PROPAGATION = 2.0  # the design bound is 1 s (keys polled every 0.25 s); slack for a loaded 2-core CI machine
+PROPAGATION = 1.0  # the issue's bound: a key change takes effect on every worker within 1 s (polled every 0.25 s)
 
 
-def write_config(tmp_path: Path, up: FakeUpstream, limits: dict[str, Any] | None = None) -> Path:
+def write_config(tmp_path: Path, up: FakeUpstream, limits: dict[str, Any] | None = None, timeouts: float = 5) -> Path:
     catalog = tmp_path / "acme.json"
     catalog.write_bytes(orjson.dumps(provider_json("acme", up.base_url, [model_json("m1")])))
     auth: dict[str, Any] = {"keys": [{"name": "team", "key": "${TEAM_KEY}"}],
@@ -33,7 +33,8 @@ def write_config(tmp_path: Path, up: FakeUpstream, limits: dict[str, Any] | None
     if limits:
         auth["keys"][0]["limits"] = limits
     config = {"server": {"workers": 2}, "catalog": [str(catalog)], "auth": auth, "retry": {"attempts": 1},
-              "timeouts": {"connect": 2, "first_byte": 5, "first_token": 5, "idle": 5, "response": 10, "total": 20}}
+              "timeouts": {"connect": 2, "first_byte": timeouts, "first_token": timeouts, "idle": timeouts,
+                           "response": 2 * timeouts, "total": 4 * timeouts}}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -61,27 +62,37 @@ BODY = {"model": "acme/m1", "messages": [{"role": "user", "content": "hi"}]}
 
 async def test_two_workers_share_an_rpm_limit_exactly(tmp_path: Path) -> None:
     async with FakeUpstream() as up:
-        gateway = start(write_config(tmp_path, up, {"rpm": 10}))
+        config = write_config(tmp_path, up, {"rpm": 10}, timeouts=60)
+        gateway = start(config)
         try:
             # A fresh connection per request, so the kernel spreads them over both workers.
-            async def one() -> httpx.Response:
-                async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-                    return await client.post("/v1/chat/completions", json=BODY,
-                                             headers={"authorization": f"Bearer {TEAM_KEY}"})
+            async def one() -> tuple[httpx.Response, float]:
+                async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+                    answer = await client.post("/v1/chat/completions", json=BODY,
+                                               headers={"authorization": f"Bearer {TEAM_KEY}"})
+                return answer, time.monotonic()
 
-            answers = await asyncio.gather(*(one() for _ in range(30)))
+            started = time.monotonic()
+            results = await asyncio.gather(*(one() for _ in range(30)))
+            span = max(at for _, at in results) - started
         finally:
             gateway.stop()
-        assert sorted(a.status_code for a in answers) == [200] * 10 + [429] * 20
+        answers = [answer for answer, _ in results]
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) <= {200, 429}, [(a.status_code, a.text[:200]) for a in answers if a.status_code != 429]
+        # The bucket refills continuously (10 a minute): exactly 10 unless the 30 took 6 s or more on a
+        # loaded machine, in which case one more per 6 s is right, never more.
+        admitted = statuses.count(200)
+        assert 10 <= admitted <= 10 + int(span * 10 / 60), (admitted, span)
         for answer in answers:
             assert answer.headers["x-ratelimit-limit-requests"] == "10"
             if answer.status_code == 429:
                 assert int(answer.headers["retry-after"]) >= 1
                 assert answer.json()["error"]["code"] == "rate_limit_exceeded"
                 assert answer.headers["x-ratelimit-remaining-requests"] == "0"
-        assert len(up.received) == 10
-        rows = ledger(tmp_path / "gateway.yaml")
-        assert sorted(r["status"] for r in rows) == [200] * 10 + [429] * 20
+        assert len(up.received) == admitted
+        rows = ledger(config)
+        assert sorted(r["status"] for r in rows) == statuses
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,22 +100,38 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-async def until(predicate: Any, what: str) -> None:
-    """Poll `predicate` (an async callable) until it holds, within the propagation bound."""
-    deadline = time.monotonic() + PROPAGATION
-    while not await predicate():
-        assert time.monotonic() < deadline, f"not within {PROPAGATION} s: {what}"
-        await asyncio.sleep(0.02)
+async def cli_running(config: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, "--config", str(config), cwd=ROOT,
+        env={**environ(), "PYTHONUNBUFFERED": "1"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+
+def changed_at(config: Path, name: str) -> float:
+    """When the key's last change was committed: the time the CLI or /admin stamped on it (wall clock)."""
+    with sqlite3.connect(config.parent / "gateway-state.db") as db:
+        row = db.execute("SELECT created_at, updated_at, revoked_at FROM keys WHERE name = ?", (name,)).fetchone()
+    return max(t for t in row if t is not None)
+
+
+async def within_a_second(config: Path, name: str, holds: Any, what: str, since: float | None = None) -> None:
+    """Poll `holds` (an async callable) until it does; it must, by the end of that very check, be no more
+    than PROPAGATION seconds after the change was committed (so the observation itself is counted).
+    `since`: a time before the change, while the change is still being made."""
+    while not await holds():
+        assert time.time() - (since or changed_at(config, name)) < PROPAGATION + 30, f"never: {what}"
+        await asyncio.sleep(0.02)  # the polling pace, not a synchronisation
+    took = time.time() - changed_at(config, name)
+    assert took <= PROPAGATION, f"{what}: took {took:.2f} s"
 
 
 async def every_worker(url: str, key: str, expected: int) -> bool:
-    """Six requests on fresh connections (both workers, in practice) all answer `expected`."""
-    for _ in range(6):
+    """Six requests at once, each on a fresh connection (both workers, in practice), all answer `expected`."""
+    async def one() -> int:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             answer = await client.post("/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"})
-        if answer.status_code != expected:
-            return False
-    return True
+        return answer.status_code
+
+    return all(code == expected for code in await asyncio.gather(*(one() for _ in range(6))))
 
 
 async def test_keys_from_the_cli_and_admin_take_effect_on_every_worker(tmp_path: Path) -> None:
@@ -112,29 +139,41 @@ async def test_keys_from_the_cli_and_admin_take_effect_on_every_worker(tmp_path:
         config = write_config(tmp_path, up)
         gateway = start(config)
         try:
-            made = cli(config, "keys", "create", "cli-app", "--rpm", "1000", "--models", "acme/*")
-            assert made.returncode == 0, made.stderr
-            value = secret(made.stdout.strip())
-            await until(lambda: every_worker(gateway.url, value, 200), "a key made by the CLI works")
-            assert cli(config, "keys", "update", "cli-app", "--models", "echo/*").returncode == 0
-            await until(lambda: every_worker(gateway.url, value, 403), "a narrowed key is refused the model")
-            assert cli(config, "keys", "revoke", "cli-app").returncode == 0
-            await until(lambda: every_worker(gateway.url, value, 401), "a revoked key is refused")
+            # The CLI runs beside the polling: its process exits well after its change is committed.
+            made = await cli_running(config, "keys", "create", "cli-app", "--rpm", "1000", "--models", "acme/*")
+            assert made.stdout is not None
+            value = secret((await made.stdout.readline()).decode().strip())  # printed right after the commit
+            await within_a_second(config, "cli-app", lambda: every_worker(gateway.url, value, 200),
+                                  "a key made by the CLI works")
+            assert await made.wait() == 0
+            for args, expected, what in ((("update", "cli-app", "--models", "echo/*"), 403,
+                                          "a narrowed key is refused the model"),
+                                         (("revoke", "cli-app"), 401, "a revoked key is refused")):
+                before = changed_at(config, "cli-app")
+                changing = await cli_running(config, "keys", *args)
+
+                async def changed(expected: int = expected, before: float = before) -> bool:
+                    return changed_at(config, "cli-app") > before and await every_worker(gateway.url, value, expected)
+
+                await within_a_second(config, "cli-app", changed, what, since=before)
+                assert await changing.wait() == 0
 
             admin = {"authorization": f"Bearer {ADMIN_KEY}"}
             async with httpx.AsyncClient(base_url=gateway.url, timeout=30, headers=admin) as client:
                 created = await client.post("/admin/keys", json={"name": "http-app"})
                 assert created.status_code == 201
                 value = secret(created.json()["key"])
-                await until(lambda: every_worker(gateway.url, value, 200), "a key made over HTTP works")
+                await within_a_second(config, "http-app", lambda: every_worker(gateway.url, value, 200),
+                                      "a key made over HTTP works")
                 assert (await client.patch("/admin/keys/http-app", json={"rpm": 1})).status_code == 200
 
                 async def limited() -> bool:
                     return not await every_worker(gateway.url, value, 200)
 
-                await until(limited, "a new limit holds")
+                await within_a_second(config, "http-app", limited, "a new limit holds")
                 assert (await client.delete("/admin/keys/http-app")).status_code == 200
-                await until(lambda: every_worker(gateway.url, value, 401), "a key revoked over HTTP is refused")
+                await within_a_second(config, "http-app", lambda: every_worker(gateway.url, value, 401),
+                                      "a key revoked over HTTP is refused")
             listed = cli(config, "keys", "list", "--format", "csv")
             assert listed.stdout.splitlines()[0].startswith("name,prefix,state")
             assert {line.split(",")[0]: line.split(",")[2] for line in listed.stdout.splitlines()[1:]} == {
