@@ -108,6 +108,9 @@ def test_nothing_the_parser_would_act_on_is_ever_let_through_unread() -> None:
         assert b"\n\n".join(run for run, _ in runs) == b"\n\n".join(events), "order and bytes kept"
         assert sum(max(plain, 1) for _, plain in runs) == len(events)
         unread += sum(plain for _, plain in runs)
+        alone = [plain_runs([one])[0][1] for one in events]  # a paced stream's reads: one event each
+        together = [1 if plain else 0 for run, plain in runs for _ in (run.split(b"\n\n") if plain else [run])]
+        assert alone == together, "one event at a time and a batch agree"
         for run, plain in runs:
             for one in run.split(b"\n\n") if plain else ():
                 chunk = interpret(event_data(one) or b"")
