@@ -139,12 +139,16 @@ def test_metrics_listen_with_two_workers(tmp_path: Path) -> None:
     config.write_text(f"catalog: [{ECHO_CATALOG}]\nserver:\n  metrics_listen: 127.0.0.1:{port}\n")
     server = GatewayProcess(["--workers", "2", "--config", str(config)])
     try:
+        # Both workers serving before the first request: under load a worker still importing made the
+        # queued request outlive httpx's 5 s default.
+        server.wait_for_output("Application startup complete", count=2)
+
         async def check() -> None:
-            async with httpx.AsyncClient(base_url=server.url) as client:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 assert (await client.post("/v1/chat/completions", json=HELLO)).status_code == 200
                 assert (await client.get("/metrics")).status_code == 404
             for _ in range(4):  # whichever worker answers, it serves the metrics listener too
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as scraper:
                     scraped = await scraper.get("/metrics")
                     assert scraped.status_code == 200 and "gateway_requests_total" in scraped.text
 
