@@ -111,9 +111,15 @@ STATE_UP = _Spec("gateway_state_backend_up", "gauge",
                  "1 while the shared state backend answers, 0 while it is down and the gateway runs degraded "
                  "(limits on per-replica shares, or refused with `state.on_failure: closed`).", ("backend",),
                  multiprocess_mode="livemin", unit="1 or 0")
+LEDGER_QUEUED = _Spec("gateway_ledger_rows_queued", "gauge",
+                      "Usage ledger rows in memory waiting to be written to PostgreSQL (state.ledger).",
+                      multiprocess_mode="livesum", unit="rows")
+LEDGER_DROPPED = _Spec("gateway_ledger_rows_dropped_total", "counter",
+                       "Usage ledger rows dropped because the queue was full (state.ledger_queue_rows) while "
+                       "PostgreSQL was unreachable.", unit="rows")
 SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, DROPPED,
          CIRCUIT, ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, REFUSED, BUILD, KEY_SPEND, KEY_REFUSED,
-         KEY_BUDGET_USED, KEY_BUDGET_SOFT, STATE_UP)
+         KEY_BUDGET_USED, KEY_BUDGET_SOFT, STATE_UP, LEDGER_QUEUED, LEDGER_DROPPED)
 
 # (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
 METRICS_DOC: list[tuple[str, str, str, str, str]] = [
@@ -293,6 +299,14 @@ def key_budget(key: str, used_ratio: float, soft_ratio: float) -> None:
 def state_backend_up(backend: str, up: bool) -> None:
     """`backend` is one of a closed set (redis, postgresql): the series stay bounded."""
     _set(STATE_UP, (backend,), 1 if up else 0)
+
+
+def ledger_queued(rows: int) -> None:
+    _set(LEDGER_QUEUED, (), rows)
+
+
+def ledger_dropped(rows: int) -> None:
+    _inc(LEDGER_DROPPED, (), rows)
 
 
 def stream_event_dropped(provider: str) -> None:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from gateway.errors import BadRequest, ClientError, GatewayError, NotFound, PayloadTooLarge
 from gateway.runtime import Runtime
-from gateway.state.store import KeyExists, KeyMissing, StateError, UsageQuery
+from gateway.state.store import KeyExists, KeyMissing, StateError, StateUnavailable, UsageQuery
 from gateway.teams import manage
 from gateway.teams.keys import KeyChanges, KeySpec
 from gateway.teams.service import Teams
@@ -29,6 +29,14 @@ _GROUPS = ("key", "model", "provider", "day", "status")
 class Conflict(ClientError):
     status = 409
     code = "conflict"
+
+
+class StoreUnavailable(GatewayError):
+    """The shared state store (PostgreSQL) cannot be reached now."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "state_unavailable"
 
 
 def routes() -> list[Route]:
@@ -82,6 +90,9 @@ def _validated(model: type[KeySpec] | type[KeyChanges], body: dict[str, Any]) ->
 
 
 def _state_error(error: StateError) -> GatewayError:
+    if isinstance(error, StateUnavailable):
+        # Nothing was read or changed; the message names the server, never its credentials.
+        return StoreUnavailable(f"{error}; try again when it is back.", headers={"retry-after": "5"})
     if isinstance(error, KeyExists):
         return Conflict(str(error).capitalize() + ".", param="name")
     if isinstance(error, KeyMissing):
@@ -93,7 +104,10 @@ async def list_or_create(request: Request) -> Response:
     runtime, teams = _authorised(request)
     now = teams.clock()
     if request.method == "GET":
-        records = await teams.store.keys.list_keys()
+        try:
+            records = await teams.store.keys.list_keys()
+        except StateError as error:
+            raise _state_error(error) from None
         return _json({"object": "list", "data": [manage.describe(r, now) for r in records]})
     spec = _validated(KeySpec, await _body(request))
     try:
@@ -136,6 +150,9 @@ async def usage(request: Request) -> Response:
         until = manage.time_bound(params.get("until"), now, now + 1)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    rows = await manage.usage(teams.store, UsageQuery(since, until, by, params.get("key")))  # type: ignore[arg-type]
+    try:
+        rows = await manage.usage(teams.store, UsageQuery(since, until, by, params.get("key")))  # type: ignore[arg-type]
+    except StateError as error:
+        raise _state_error(error) from None
     return _json({"object": "list", "by": by, "since": manage._time(since), "until": manage._time(until),
                   "data": rows})

@@ -100,6 +100,13 @@ def _locate(entry: str, config_dir: Path) -> str:
 
 
 def _refuse_literal_keys(raw: dict[str, Any], source: str) -> None:
+    from gateway.state import pg_url
+
+    state = raw.get("state")
+    ledger = state.get("ledger") if isinstance(state, dict) else None
+    if isinstance(ledger, str) and pg_url.literal_password(ledger):
+        raise ConfigError(f"{source}: state.ledger: a literal password is refused; keep secrets out of the file: "
+                          f"write it as {pg_url.EXAMPLE}")
     auth = raw.get("auth")
     for field in ("keys", "admin_keys"):
         keys = auth.get(field) if isinstance(auth, dict) else None

@@ -234,6 +234,11 @@ class StateSettings(_Strict):
     path: str | None = Field(None, description="the SQLite file; default: gateway-state.db beside the config")
     ledger_retention_days: float = Field(90.0, gt=0, description="ledger rows older than this are pruned")
     flush_interval: float = Field(0.25, gt=0, le=1.0, description="seconds between ledger/settlement batches")
+    # PostgreSQL for managed keys and the ledger, shared by replicas; checked in config/validate.py,
+    # whose messages never repeat the URL's password (a pydantic error would echo the whole value).
+    ledger: str | None = Field(None, description="postgresql://user:${PASSWORD}@host:5432/db: keys and ledger there")
+    ledger_queue_rows: int = Field(100_000, ge=1, le=10_000_000,
+                                   description="ledger rows kept in memory while PostgreSQL is down; oldest dropped")
 
 
 class Settings(_Strict):

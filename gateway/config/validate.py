@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from gateway.catalog.schema import Catalog
 from gateway.config.schema import RetryOverride, RetryPolicy, Settings, TargetSpec, Timeouts, TimeoutsOverride
 from gateway.errors import ConfigError
-from gateway.state import redis_url
+from gateway.state import pg_url, redis_url
 
 _BOUNDED_BY_TOTAL = ("connect", "first_byte", "first_token", "idle", "response")
 
@@ -121,7 +121,7 @@ def _pointless(settings: Settings) -> Iterator[str]:
 
 
 def _state(settings: Settings) -> Iterator[str]:
-    """The Redis counters: a URL when asked for, a URL that is Redis's; never the URL's password in a message."""
+    """The Redis and PostgreSQL URLs: given when asked for, of the right kind; never a password in a message."""
     state = settings.state
     if state.backend == "redis" and state.redis_url is None:
         yield ("state.redis_url: required with `state.backend: redis`; write it as "
@@ -136,6 +136,13 @@ def _state(settings: Settings) -> Iterator[str]:
     if "on_failure" in state.model_fields_set and state.backend != "redis":
         yield ("state.on_failure: only applies to `state.backend: redis` (SQLite on this host does not fail "
                "apart from the gateway); remove it or set the backend")
+    if state.ledger is not None:
+        why = pg_url.problem(state.ledger)
+        if why:  # never the value itself: it may carry a password
+            yield f"state.ledger: the URL {why}"
+    elif "ledger_queue_rows" in state.model_fields_set:
+        yield ("state.ledger_queue_rows: only counts with `state.ledger` (rows queue while PostgreSQL is down); "
+               "set state.ledger or remove it")
 
 
 def _target_id(target: str | TargetSpec) -> str:

@@ -27,11 +27,20 @@ def open_store(settings: StateSettings) -> StateStore:
 
 
 def open_records(settings: StateSettings) -> StateStore:
-    """Keys and ledger (the SQLite store also carries counters, used when `state.backend` is sqlite)."""
+    """Keys and ledger: the SQLite file, or PostgreSQL with `state.ledger`. Either way the result also
+    carries the SQLite file's counters, used when `state.backend` is sqlite."""
     from gateway.state.sqlite import SQLiteStore
 
     assert settings.path is not None  # the config loader always resolves it
-    return SQLiteStore(settings.path)
+    local = SQLiteStore(settings.path)
+    if settings.ledger is None:
+        return local
+    from gateway.state.postgres import PostgresStore
+    from gateway.state.split import SplitStore
+
+    # Keys and the ledger are shared by every replica through PostgreSQL; the counters stay here.
+    shared = PostgresStore(settings.ledger, settings.ledger_queue_rows)
+    return SplitStore(shared.keys, local, shared.ledger, (shared.close, local.close))
 
 
 def open_counters(settings: StateSettings) -> FallbackCounters:

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from gateway.state.migrations import migrate
+from gateway.state.records import KEY_COLUMNS as _KEY_COLUMNS
+from gateway.state.records import LEDGER_COLUMNS as _LEDGER_COLUMNS
+from gateway.state.records import ROW_VALUES as _ROW_VALUES
+from gateway.state.records import key_record as _key_record
+from gateway.state.records import key_values as _key_values
 from gateway.state.store import (
     WINDOW_SECONDS,
     Check,
@@ -34,7 +35,6 @@ from gateway.state.store import (
     KeyMissing,
     KeyRecord,
     LedgerRow,
-    LimitSettings,
     Settlement,
     UsageQuery,
     UsageTotal,
@@ -43,12 +43,8 @@ from gateway.state.store import (
 
 T = TypeVar("T")
 
-_LEDGER_COLUMNS = tuple(LedgerRow.__dataclass_fields__)
 _INSERT_ROW = (f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) "
                f"VALUES ({', '.join('?' for _ in _LEDGER_COLUMNS)})")
-# A row's values in column order, read in C: dataclasses.asdict deep-copies every field and was a
-# fifth of the gateway's CPU per request.
-_ROW_VALUES = operator.attrgetter(*_LEDGER_COLUMNS)
 _GROUPS = {
     "key": "key",
     "model": "model",
@@ -320,20 +316,3 @@ def _forget(db: sqlite3.Connection, worker: str) -> None:
     db.execute("DELETE FROM spend WHERE worker = ?", (worker,))
     db.execute("DELETE FROM inflight WHERE worker = ?", (worker,))
     db.execute("DELETE FROM workers WHERE id = ?", (worker,))
-
-
-_KEY_COLUMNS = "name, digest, prefix, created_at, updated_at, revoked_at, expires_at, models, limits, metadata"
-
-
-def _key_values(record: KeyRecord) -> tuple[Any, ...]:
-    return (record.name, record.digest, record.prefix, record.created_at, record.updated_at, record.revoked_at,
-            record.expires_at, None if record.models is None else orjson.dumps(record.models).decode(),
-            orjson.dumps(asdict(record.limits)).decode(), orjson.dumps(record.metadata).decode())
-
-
-def _key_record(row: tuple[Any, ...]) -> KeyRecord:
-    name, digest, prefix, created, updated, revoked, expires, models, limits, metadata = row
-    return KeyRecord(name=name, digest=bytes(digest), prefix=prefix, created_at=created, updated_at=updated,
-                     revoked_at=revoked, expires_at=expires,
-                     models=None if models is None else tuple(orjson.loads(models)),
-                     limits=LimitSettings(**orjson.loads(limits)), metadata=orjson.loads(metadata))

@@ -45,6 +45,12 @@ class KeyMissing(StateError):
     pass
 
 
+class StateUnavailable(StateError):
+    """The backend cannot be reached now (down, restarting, unreachable); callers keep what they have
+    (the last loaded keys, queued ledger rows) and try again later. The message names the backend,
+    never its credentials."""
+
+
 @dataclass(frozen=True, slots=True)
 class LimitSettings:
     """Limits and a budget, as a key (or model, or provider) carries them; None means unlimited."""

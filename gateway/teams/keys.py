@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.auth import Caller, models_pattern
-from gateway.state.store import KeyRecord, KeyStore, LimitSettings
+from gateway.state.store import KeyRecord, KeyStore, LimitSettings, StateUnavailable
 
 log = logging.getLogger("gateway")
 
@@ -131,10 +131,13 @@ class ManagedKeys:
         return bool(self._callers)
 
     async def refresh(self) -> None:
-        generation = await self._store.keys_generation()
-        if generation == self._generation:
+        try:
+            generation = await self._store.keys_generation()
+            if generation == self._generation:
+                return
+            records = await self._store.list_keys()
+        except StateUnavailable:  # a shared store that is down: keep serving the keys last loaded (it logs once)
             return
-        records = await self._store.list_keys()
         self._callers = {r.digest: _caller(r) for r in records if r.revoked_at is None}
         self.names = frozenset(r.name for r in records)
         self._generation = generation
