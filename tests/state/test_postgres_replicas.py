@@ -1,6 +1,9 @@
 """Two gateways sharing one real PostgreSQL (`state.ledger`): one ledger row per request from both,
 keys changed through one replica live on the other within 1 s, the CLI on the same database, and
-the server killed mid-load and restarted without a ledger row lost or a request failed."""
+the server killed mid-load and restarted without a ledger row lost or a request failed.
+
+Each test asks for `postgres_url` before `start_gateway`: fixtures end in reverse order, so the
+database outlives the gateways and their last ledger rows are written at their drain."""
 
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ async def ledger_ids(database: str) -> list[str]:
 
 
 async def test_both_replicas_write_exactly_one_ledger_row_per_request(
-        start_gateway: GatewayFactory, tmp_path: Path, postgres_url: str) -> None:
+        postgres_url: str, start_gateway: GatewayFactory, tmp_path: Path) -> None:
     database = postgres_url
     async with FakeUpstream() as up:
         a, b = await two_replicas(start_gateway, up, tmp_path, database)
@@ -91,7 +94,7 @@ async def test_both_replicas_write_exactly_one_ledger_row_per_request(
 
 
 async def test_a_key_revoked_through_one_replica_is_refused_by_the_other_within_a_second(
-        start_gateway: GatewayFactory, tmp_path: Path, postgres_url: str) -> None:
+        postgres_url: str, start_gateway: GatewayFactory, tmp_path: Path) -> None:
     async with FakeUpstream() as up:
         a, b = await two_replicas(start_gateway, up, tmp_path, postgres_url)
         created = await a.client.post("/admin/keys", headers=ADMIN, json={"name": "app", "models": ["acme/*"]})
@@ -116,7 +119,7 @@ def cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_the_cli_manages_keys_and_reads_usage_in_postgresql(
-        start_gateway: GatewayFactory, tmp_path: Path, postgres_url: str) -> None:
+        postgres_url: str, start_gateway: GatewayFactory, tmp_path: Path) -> None:
     database = postgres_url
     async with FakeUpstream() as up:
         settings = config(up, tmp_path, database, "cli")
@@ -141,7 +144,7 @@ async def test_the_cli_manages_keys_and_reads_usage_in_postgresql(
 
 
 async def test_postgresql_killed_mid_load_loses_no_ledger_row_and_fails_no_request(
-        start_gateway: GatewayFactory, tmp_path: Path, postgres_server: PostgresServer, postgres_url: str) -> None:
+        postgres_url: str, postgres_server: PostgresServer, start_gateway: GatewayFactory, tmp_path: Path) -> None:
     database = postgres_url
     async with FakeUpstream() as up:
         a, b = await two_replicas(start_gateway, up, tmp_path, database)
