@@ -47,6 +47,7 @@ _FIRST_DELAY, _MAX_DELAY = 0.1, 5.0
 # Errors that mean "the database is not there now" rather than "this statement is wrong".
 _DOWN: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.InternalClientError,  # what a connection in mid-operation raises when the server dies
     asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.InvalidAuthorizationSpecificationError, asyncpg.exceptions.InvalidCatalogNameError,
 )
