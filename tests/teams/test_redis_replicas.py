@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,18 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 
 from gateway.state.fallback import FallbackCounters
-from tests.conftest import FAST_POLICY, GatewayFactory, RunningGateway, model_json, provider_json, secret
+from tests.conftest import (
+    FAST_POLICY,
+    GatewayFactory,
+    GatewayProcess,
+    RunningGateway,
+    model_json,
+    provider_json,
+    secret,
+)
 from tests.fakes.servers import RedisServer
 from tests.fakes.upstream import FakeUpstream, chunk, ok, stall, stream
 
@@ -85,6 +95,36 @@ async def test_an_rpm_limit_of_10_holds_across_two_replicas(start_gateway: Gatew
         # Both replicas served: the limit is the team's, not each replica's.
         assert {gateways.index(g) for g, a in zip(gateways * 15, answers, strict=True) if a.status_code == 200} \
             == {0, 1}
+
+
+async def test_two_gateway_processes_share_an_rpm_limit_of_10(tmp_path: Path, redis_url: str) -> None:
+    """The same as real replicas: two `gateway serve` processes, each its own state file, one Redis."""
+    async with FakeUpstream() as up:
+        catalog = tmp_path / "acme.json"
+        catalog.write_bytes(orjson.dumps(provider_json("acme", up.base_url, [model_json("m1")])))
+        environ = {**os.environ, "ACME_API_KEY": "sk-acme", "TEAM_KEY": secret(KEY), "REDIS_URL": redis_url}
+        processes = []
+        try:
+            for name in ("a", "b"):
+                config = tmp_path / f"{name}.yaml"
+                config.write_text(yaml.safe_dump({
+                    "catalog": [str(catalog)], "retry": {"attempts": 1},
+                    "auth": {"keys": [{"name": "team", "key": "${TEAM_KEY}", "limits": {"rpm": 10}}]},
+                    "state": {"backend": "redis", "redis_url": "${REDIS_URL}", "path": f"{name}.db"}}))
+                processes.append(GatewayProcess(["--config", str(config)], environ))
+
+            async def one(index: int) -> httpx.Response:
+                async with httpx.AsyncClient(base_url=processes[index % 2].url, timeout=30) as client:
+                    return await client.post("/v1/chat/completions", json=BODY,
+                                             headers={"authorization": f"Bearer {KEY}"})
+
+            answers = await asyncio.gather(*(one(i) for i in range(30)))
+        finally:
+            for process in processes:
+                process.stop()
+        assert sorted(a.status_code for a in answers) == [200] * 10 + [429] * 20
+        assert all(a.headers["x-ratelimit-limit-requests"] == "10" for a in answers)
+        assert len(up.received) == 10
 
 
 async def test_a_budget_is_shared_and_overshoots_by_at_most_the_in_flight_reservations(
