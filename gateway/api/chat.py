@@ -138,32 +138,13 @@ class Pipeline:
         drain = self._drain
         drain.track(task)  # so that the drain deadline can end it
         try:
-            if drain.refusing:
-                raise ShuttingDown
-            if scope["method"] != "POST":
-                raise MethodNotAllowed(f"Use POST for {protocol.path}.", headers={"Allow": "POST"})
-            caller = runtime.auth.authenticate(headers)
-            context.caller = caller.name
+            caller = self._authenticate(scope["method"], runtime, headers, context)
             raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
-            context.body_size = len(raw)
-            body = protocol.parse(raw)
-            context.model = body["model"]
-            caller.check_model(context.model)
-            others = body.get("models")
-            for other in others if isinstance(others, list) else ():
-                if isinstance(other, str):
-                    caller.check_model(other)
+            body = self._parse(raw, caller, context)
             watched = _Watched(scope, receive, task)
             await watched.run(self._complete(runtime, caller, body, len(raw), headers, context, send, watched))
         except GatewayError as error:
-            context.status = error.status
-            context.error_type = error.code or error.type
-            if context.ticket is not None:  # every answer to a limited key says where its limits stand
-                error.headers.update(context.ticket.headers)
-            if isinstance(error, AllTargetsFailed):
-                context.attempts = sum(1 for a in error.attempts if a.tried)
-            elif isinstance(error, UpstreamError):
-                context.attempts = 1  # an answer the client must see at once (a 400): it reached one upstream
+            _note_error(context, error)
             if not context.responding:
                 await protocol.send_error(send, error, request_id)
         except _ClientGone:
@@ -185,6 +166,28 @@ class Pipeline:
         finally:
             drain.untrack(task)
             finish(runtime, context)
+
+    def _authenticate(self, method: str, runtime: Runtime, headers: dict[str, str], context: RequestRecord) -> Caller:
+        """Whether this request may start at all: not while draining, only POST, only with a valid key."""
+        if self._drain.refusing:
+            raise ShuttingDown
+        if method != "POST":
+            raise MethodNotAllowed(f"Use POST for {self._protocol.path}.", headers={"Allow": "POST"})
+        caller = runtime.auth.authenticate(headers)
+        context.caller = caller.name
+        return caller
+
+    def _parse(self, raw: bytes, caller: Caller, context: RequestRecord) -> dict[str, Any]:
+        """The protocol's body, once the key may use its model and every fallback model it lists."""
+        context.body_size = len(raw)
+        body = self._protocol.parse(raw)
+        context.model = body["model"]
+        caller.check_model(context.model)
+        others = body.get("models")
+        for other in others if isinstance(others, list) else ():
+            if isinstance(other, str):
+                caller.check_model(other)
+        return body
 
     async def _complete(
         self, runtime: Runtime, caller: Caller, body: dict[str, Any], size: int, headers: dict[str, str],
@@ -227,6 +230,18 @@ class Pipeline:
         watched.finishing = True
         await send({"type": "http.response.body", "body": b""})
         context.usage = result.usage
+
+
+def _note_error(context: RequestRecord, error: GatewayError) -> None:
+    """What the request's record (access log, metrics, ledger) says of an error answer."""
+    context.status = error.status
+    context.error_type = error.code or error.type
+    if context.ticket is not None:  # every answer to a limited key says where its limits stand
+        error.headers.update(context.ticket.headers)
+    if isinstance(error, AllTargetsFailed):
+        context.attempts = sum(1 for a in error.attempts if a.tried)
+    elif isinstance(error, UpstreamError):
+        context.attempts = 1  # an answer the client must see at once (a 400): it reached one upstream
 
 
 class _ClientGone(Exception):
