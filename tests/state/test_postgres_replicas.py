@@ -176,6 +176,9 @@ async def test_postgresql_killed_mid_load_loses_no_ledger_row_and_fails_no_reque
         assert (await a.client.get("/readyz")).status_code == 200
         assert await chat(b, app) == 200
         assert 'gateway_state_backend_up{backend="postgresql"} 0.0' in (await a.client.get("/metrics")).text
+        refused = await a.client.get("/admin/usage", headers=ADMIN)  # a report cannot be read now: 503, no secret
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "state_unavailable"
+        assert PASSWORD not in refused.text and "postgresql://postgres@127.0.0.1:" in refused.text
         await postgres_server.astart()
         await running
         assert set(load) == {200}
@@ -194,6 +197,29 @@ async def test_postgresql_killed_mid_load_loses_no_ledger_row_and_fails_no_reque
         assert sorted(ids) == sorted(r.headers["x-request-id"] for r in sent)
         assert sum(r.status_code == 200 for r in sent) == served  # and the upstream served each 200 once
     assert not [line for line in LOG_LINES if PASSWORD in line]
+
+
+async def test_a_replica_starts_and_serves_while_postgresql_is_down_and_catches_up_when_it_returns(
+        postgres_url: str, postgres_server: PostgresServer, start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    async with FakeUpstream() as up:
+        await postgres_server.akill()
+        gateway = await start_gateway(config(up, tmp_path, postgres_url, "a"), environ=environ(), echo=False)
+        assert (await gateway.client.get("/readyz")).status_code == 200
+        served = [await gateway.chat(BODY, headers=TEAM) for _ in range(5)]  # config keys need no database
+        assert [r.status_code for r in served] == [200] * 5
+        await postgres_server.astart()
+
+        async def created() -> bool:  # /admin answers 503 until the replica's back-off lets it retry
+            answer = await gateway.client.post("/admin/keys", headers=ADMIN, json={"name": "late"})
+            return answer.status_code == 201
+
+        await until(created, "the replica reaches PostgreSQL again without a restart", 10)
+
+        async def written() -> bool:
+            return len(await ledger_ids(postgres_url)) >= 5
+
+        await until(written, "the rows queued while it was down are written", 10)
+        assert set(await ledger_ids(postgres_url)) == {r.headers["x-request-id"] for r in served}
 
 
 def _count(up: FakeUpstream, at_least: int) -> Callable[[], Awaitable[bool]]:
