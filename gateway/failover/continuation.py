@@ -83,7 +83,9 @@ async def client_stream(
 ) -> AsyncGenerator[bytes, None]:
     """The client's stream: relay the served attempt; after a break, continue it or end it."""
     run = served.run
-    transcript = Transcript()
+    recover = recover and process is None
+    # A stream that can never be continued need not keep what it sent.
+    transcript = Transcript(kept=recover and served.target.recovery != "off")
     state = _State([Segment(served.target, served.opened, served.ticket, Mode.STREAM)],
                    served.target.retry.attempts)
     splice: Splice | None = None
@@ -123,7 +125,7 @@ async def client_stream(
                 break
             if isinstance(error, MalformedEvent):
                 metrics.stream_event_dropped(segment.target.provider_id)
-            reason = _declines(error, transcript, result, segment.target, recover and process is None)
+            reason = _declines(error, transcript, result, segment.target, recover)
             opened = None if reason else await _reopen(executor, served, transcript, state)
             if opened is None:
                 result.error_type = error.error_type

@@ -57,9 +57,10 @@ class Transcript:
 
     FOLD_AT = 256 * 1024
 
-    __slots__ = ("_parts", "_tool", "_unread", "_untextual", "first")
+    __slots__ = ("_kept", "_parts", "_tool", "_unread", "_untextual", "first")
 
-    def __init__(self) -> None:
+    def __init__(self, *, kept: bool = True) -> None:
+        self._kept = kept  # False: the stream is never continued, so unread events are not kept
         self._parts: list[str | bytes] = []  # in order: text, or unread events joined by blank lines
         self._unread = 0  # bytes of unread events in _parts
         self._tool = False
@@ -92,6 +93,8 @@ class Transcript:
 
     def add_unread(self, events: bytes) -> None:
         """Events sent as the upstream sent them, joined by blank lines, not read yet."""
+        if not self._kept:
+            return
         if self.first is None:
             self._find_first(events)
         self._parts.append(events)

@@ -155,3 +155,9 @@ def test_a_long_stream_folds_its_unread_events_into_text() -> None:
         transcript.add_unread(one)
     assert transcript._unread < len(one) * 2, "folded: the raw bytes are not all kept"
     assert transcript.text == "x" * 100 * (Transcript.FOLD_AT // len(one) + 2)
+
+
+def test_a_stream_that_is_never_continued_keeps_nothing_unread() -> None:
+    transcript = Transcript(kept=False)
+    transcript.add_unread(event([delta("x" * 1000)]))
+    assert transcript._parts == [] and transcript._unread == 0 and transcript.first is None
