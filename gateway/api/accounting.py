@@ -18,10 +18,11 @@ import orjson
 
 from gateway import metrics
 from gateway.auth import Caller
-from gateway.failover.run import Served
+from gateway.errors import GatewayError, LimitExceeded, QuotaExceeded
+from gateway.failover.run import Gate, Served
 from gateway.relay.stream import RelayResult
 from gateway.relay.usage import Usage
-from gateway.routing import Plan
+from gateway.routing import Plan, Target
 from gateway.runtime import Runtime
 from gateway.state.store import LedgerRow
 from gateway.teams.service import Ticket
@@ -35,7 +36,8 @@ class RequestRecord:
     """What is known about one request so far, for metrics, the ledger and the access log."""
 
     __slots__ = ("attempts", "body_size", "caller", "done_at", "endpoint", "error_type", "in_flight", "label",
-                 "model", "relay", "request_id", "responding", "served", "started", "status", "ticket", "usage")
+                 "model", "provider_tickets", "relay", "request_id", "responding", "served", "started", "status",
+                 "ticket", "usage")
 
     def __init__(self, request_id: str, started: float, endpoint: str = "chat") -> None:
         self.request_id = request_id
@@ -54,26 +56,46 @@ class RequestRecord:
         self.relay: RelayResult | None = None
         self.usage: dict[str, Any] | None = None
         self.done_at: float | None = None
-        self.ticket: Ticket | None = None
+        self.ticket: Ticket | None = None  # the key's and model's limits
+        self.provider_tickets: list[Ticket] = []  # the provider limits of each attempt, in order
 
     def limit_headers(self) -> list[tuple[bytes, bytes]]:
         """The x-ratelimit-* headers for the answer, when a limit applies to this request."""
-        if self.ticket is None:
-            return []
-        return self.ticket.raw_headers
+        if self.ticket is not None:
+            return self.ticket.raw_headers
+        return self.provider_tickets[-1].raw_headers if self.provider_tickets else []
 
 
-async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: Mapping[str, Any], plan: Plan) -> None:
-    """Hold the request to its key's, model's and provider's limits; raises LimitExceeded / QuotaExceeded."""
+async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: Mapping[str, Any],
+                plan: Plan) -> Gate | None:
+    """Hold the request to its key's and model's limits (raises LimitExceeded / QuotaExceeded); returns
+    the gate that holds each attempt to its provider's limits, when the config has any."""
     teams = runtime.teams
     if teams is None:
-        return
-    provider = plan.targets[0].provider_id if plan.targets else None
-    scoped = runtime.limits.scoped(caller.name, caller.limits, plan.model, provider)
-    if not scoped:
-        return  # nothing to check: no store call at all
-    tokens, worst_cost = runtime.limits.reservation(body, record.body_size, plan.targets)
-    record.ticket = await teams.admit(caller.name, scoped, tokens, worst_cost, plan.total + _HOLD_MARGIN)
+        return None
+    limits = runtime.limits
+    scoped = limits.scoped(caller.name, caller.limits, plan.model)
+    if scoped:
+        tokens, worst_cost = limits.reservation(body, record.body_size, plan.targets)
+        record.ticket = await teams.admit(caller.name, scoped, tokens, worst_cost, plan.total + _HOLD_MARGIN)
+    if not limits.providers:
+        return None  # the usual case: nothing to check per attempt
+
+    async def gate(target: Target) -> GatewayError | None:
+        """Reserve against the provider this attempt goes to; its refusal skips the target."""
+        provider = limits.provider(target.provider_id)
+        if provider is None:
+            return None
+        assert teams is not None
+        tokens, worst_cost = limits.reservation(body, record.body_size, (target,))
+        try:
+            ticket = await teams.admit(caller.name, (provider,), tokens, worst_cost, plan.total + _HOLD_MARGIN)
+        except (LimitExceeded, QuotaExceeded) as refusal:
+            return refusal
+        record.provider_tickets.append(ticket)
+        return None
+
+    return gate
 
 
 def finish(runtime: Runtime, context: RequestRecord) -> None:
@@ -126,8 +148,16 @@ def _account(runtime: Runtime, context: RequestRecord, usage: Usage | None, cost
              ttft: float | None) -> None:
     teams = runtime.teams
     assert teams is not None
+    tokens, spent = (usage.input + usage.output if usage else 0), cost or 0.0
     if context.ticket is not None:
-        teams.settle(context.ticket, usage.input + usage.output if usage else 0, cost or 0.0)
+        teams.settle(context.ticket, tokens, spent)
+    if context.provider_tickets:
+        # Each attempt was reserved on its own provider; the last one admitted is the one that served
+        # (if any did): it gets the usage, the others the request they took and nothing more.
+        *failed, last = context.provider_tickets
+        for ticket in failed:
+            teams.settle(ticket, 0, 0.0)
+        teams.settle(last, tokens if context.served is not None else 0, spent if context.served is not None else 0.0)
     served = context.served
     relay = context.relay
     teams.record(LedgerRow(

@@ -196,13 +196,13 @@ class Pipeline:
         protocol = self._protocol
         plan = protocol.plan(runtime, body)
         context.label = plan.model  # a resolved, known id: safe as a metrics label
-        await admit(runtime, context, caller, body, plan)
+        gate = await admit(runtime, context, caller, body, plan)  # the limits; provider limits per attempt
         deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
         stream = protocol.streams(body)
         metrics.in_flight(context.label, 1)
         context.in_flight = True
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
-                                            legs=protocol.legs(runtime, plan, body, headers))
+                                            legs=protocol.legs(runtime, plan, body, headers), gate=gate)
         context.served = served
         out_headers = _served_headers(served) + context.limit_headers()
         if not stream:

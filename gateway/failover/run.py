@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,12 @@ class Run:
     last_tried: str | None = None
     upstream_seconds: float = 0.0
     context_failed_at: int | None = None
+    gate: Gate | None = None
+    refusals: list[GatewayError] = field(default_factory=list)  # targets the gate refused (provider limits)
+
+
+# Asked just before a target is tried: None lets it be tried, an error (a 429) skips it.
+Gate = Callable[[Target], Awaitable[GatewayError | None]]
 
 
 @dataclass(slots=True)
@@ -139,13 +145,14 @@ class Executor:
 
     async def run(
         self, plan: Plan, body: dict[str, Any], *, stream: bool, deadline: Deadline, body_size: int,
-        legs: LegChooser | None = None,
+        legs: LegChooser | None = None, gate: Gate | None = None,
     ) -> Served:
-        """Try the plan's targets in turn. `legs` chooses each target's dialect and body (default: chat)."""
+        """Try the plan's targets in turn. `legs` chooses each target's dialect and body (default: chat);
+        `gate`, when given, may refuse a target just before it is tried (its provider's limits)."""
         requested = _requested_output(body)
         run = Run(plan, body, stream, deadline,
                   legs or (lambda t: chat_leg(t.endpoint.wire, t.model.limit.output, body)), body_size,
-                  _prompt_tokens(body, plan, body_size, requested), requested)
+                  _prompt_tokens(body, plan, body_size, requested), requested, gate=gate)
         open_targets: list[tuple[Target, Leg]] = []
         for target in plan.targets:
             leg = run.legs(target)
@@ -160,6 +167,8 @@ class Executor:
             if reason is not None or ticket is None:
                 run.attempts.append(Attempt(target.key, *(reason or ("circuit_open", "")), tried=False))
                 continue
+            if gate is not None and await self._refused(gate, run, target, ticket):
+                continue
             served = await self._try_target(run, target, leg, ticket)
             if served is not None:
                 return served
@@ -169,6 +178,8 @@ class Executor:
             served = await self._probe_early(run, open_targets)
             if served is not None:
                 return served
+        if run.refusals and not run.errors:
+            raise run.refusals[0]  # nothing was tried: every target that could serve is over its provider's limit
         if run.errors and all(e.error_type == "context_length" for e in run.errors):
             raise run.errors[-1]  # the prompt is too long for every target that could take it: the client's to fix
         if not run.errors and run.attempts and all(a.outcome == "context_length" for a in run.attempts):
@@ -184,7 +195,19 @@ class Executor:
         if ticket is None:
             raise AllTargetsFailed(run, circuits_open_for=self.health.remaining(keys))
         target, leg = next((t, leg) for t, leg in open_targets if t.key == ticket.key)
+        if run.gate is not None and await self._refused(run.gate, run, target, ticket):
+            return None
         return await self._try_target(run, target, leg, ticket)
+
+    async def _refused(self, gate: Gate, run: Run, target: Target, ticket: Ticket) -> bool:
+        """Ask the gate before trying a target; a refused target is skipped like one whose circuit is open."""
+        refusal = await gate(target)
+        if refusal is None:
+            return False
+        self.health.released(ticket)
+        run.refusals.append(refusal)
+        run.attempts.append(Attempt(target.key, "provider_limit", refusal.message, tried=False))
+        return True
 
     def _skip_reason(self, target: Target, run: Run) -> tuple[str, str] | None:
         endpoint = target.endpoint

@@ -165,8 +165,9 @@ class LimitsIndex:
         providers = {p: s for p, o in settings.providers.items() if (s := limit_settings(o.limits)) is not None}
         return cls(models, providers)
 
-    def scoped(self, key: str, key_limits: LimitSettings | None, model: str, provider: str | None) -> list[Scoped]:
-        """The limits one request is held to: its key's, its model's, its (first) provider's."""
+    def scoped(self, key: str, key_limits: LimitSettings | None, model: str) -> list[Scoped]:
+        """The limits one request is held to at admission: its key's and its model's. A provider's are
+        checked per attempt, on the provider each attempt goes to (`provider`)."""
         scoped: list[Scoped] = []
         if key_limits is not None:
             mine = self._keys.get(key)
@@ -177,11 +178,10 @@ class LimitsIndex:
             limits = self.models.get(model)
             if limits is not None:
                 scoped.append(limits)
-        if self.providers and provider is not None:
-            limits = self.providers.get(provider)
-            if limits is not None:
-                scoped.append(limits)
         return scoped
+
+    def provider(self, provider: str) -> Scoped | None:
+        return self.providers.get(provider)
 
     def reservation(self, body: Mapping[str, Any], body_size: int, targets: Sequence[Target]) -> tuple[int, float]:
         """Tokens and worst-case USD to reserve: the body's size as input (about 4 bytes a token, never less

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.conftest import FAST_POLICY, GatewayFactory, RunningGateway, model_json, provider_json, secret
-from tests.fakes.upstream import FakeUpstream, chunk, ok, stall, stream
+from tests.fakes.upstream import FakeUpstream, chunk, ok, stall, status, stream
 
 KEY = "team-key-0123456789abcdef"
 BODY: dict[str, Any] = {"model": "acme/m1", "messages": [{"role": "user", "content": "hi"}]}
@@ -186,3 +186,32 @@ async def test_bad_limits_in_config_are_refused(start_gateway: GatewayFactory, l
     async with FakeUpstream() as up:
         with pytest.raises(ConfigError, match=r"auth\.keys\.0\.limits\."):
             await limited_gateway(start_gateway, up, limits)
+
+
+async def test_provider_limits_count_each_attempt_on_the_provider_it_went_to(start_gateway: GatewayFactory) -> None:
+    async with FakeUpstream() as acme, FakeUpstream() as beta:
+        acme.default = status(500, {"error": {"message": "down", "type": "server_error", "code": None}})
+        catalogs = [provider_json("acme", acme.base_url, [model_json("m1")]),
+                    provider_json("beta", beta.base_url, [model_json("m1")])]
+        environ = {"ACME_API_KEY": "sk-acme", "BETA_API_KEY": "sk-beta", "TEAM_KEY": secret(KEY)}
+        gw = await start_gateway({**FAST_POLICY, "retry": {"attempts": 1},
+                                  "auth": {"keys": [{"name": "team", "key": "${TEAM_KEY}"}]},
+                                  "models": {"smart": {"targets": ["acme/m1", "beta/m1"]}},
+                                  "providers": {"acme": {"limits": {"rpm": 3}}, "beta": {"limits": {"rpm": 1}}}},
+                                 catalogs=catalogs, environ=environ)
+        gw.client.headers["authorization"] = f"Bearer {KEY}"
+        body = {**BODY, "model": "smart"}
+        first = await gw.chat(body)  # acme fails, beta serves: one request on each provider
+        assert first.status_code == 200 and first.headers["x-gateway-provider"] == "beta"
+        assert first.headers["x-ratelimit-limit-requests"] == "1"  # the serving provider's limit
+        second = await gw.chat(body)  # acme fails again; beta has had its one request this minute
+        assert second.status_code == 502
+        assert "beta/m1: skipped: Rate limit of provider `beta` reached" in second.json()["error"]["message"]
+        assert (len(acme.received), len(beta.received)) == (2, 1)
+
+        acme.default = ok("from acme")
+        assert (await gw.chat(body)).headers["x-gateway-provider"] == "acme"  # its third request this minute
+        refused = await gw.chat(body)  # both providers full: the first refusal, a 429, nothing sent upstream
+        assert refused.status_code == 429 and "provider `acme`" in refused.json()["error"]["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert (len(acme.received), len(beta.received)) == (3, 1)  # a refused attempt never reaches its upstream
