@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,20 @@ async def test_two_gateway_processes_share_an_rpm_limit_of_10(tmp_path: Path, re
                     return await client.post("/v1/chat/completions", json=BODY,
                                              headers={"authorization": f"Bearer {KEY}"})
 
+            started = time.monotonic()
             answers = await asyncio.gather(*(one(i) for i in range(30)))
+            span = time.monotonic() - started
         finally:
             for process in processes:
                 process.stop()
-        assert sorted(a.status_code for a in answers) == [200] * 10 + [429] * 20
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) <= {200, 429}, statuses
+        # The bucket refills continuously (10 a minute): exactly 10 unless the 30 took 6 s or more on a
+        # loaded machine, in which case one more per 6 s is right, never more.
+        admitted = statuses.count(200)
+        assert 10 <= admitted <= 10 + int(span * 10 / 60), (admitted, span)
         assert all(a.headers["x-ratelimit-limit-requests"] == "10" for a in answers)
-        assert len(up.received) == 10
+        assert len(up.received) == admitted
 
 
 async def test_a_budget_is_shared_and_overshoots_by_at_most_the_in_flight_reservations(
