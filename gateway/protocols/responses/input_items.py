@@ -34,32 +34,42 @@ def input_messages(body: Mapping[str, Any], names: ToolNames, reasoning: bool) -
             _message(item, where, out, pending_reasoning if reasoning else [])
             pending_reasoning = []
         elif kind == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",
-                    "function": {"name": names.chat_name(item.get("name"), item.get("namespace")),
-                                 "arguments": item.get("arguments") or ""}}
-            last = out[-1] if out else None
-            if last is None or last.get("role") != "assistant":
-                last = {"role": "assistant", "content": None}
-                out.append(last)
-            last.setdefault("tool_calls", []).append(call)
-            if pending_reasoning and reasoning:
-                last["reasoning_content"] = "".join(pending_reasoning)
+            _function_call(item, names, out, pending_reasoning if reasoning else [])
             pending_reasoning = []
         elif kind == "function_call_output":
-            output = item.get("output")
-            out.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": _tool_output(output, where)})
+            out.append({"role": "tool", "tool_call_id": item.get("call_id"),
+                        "content": _tool_output(item.get("output"), where)})
         elif kind == "reasoning":
             pending_reasoning.extend(_reasoning_text(item))
-        elif kind in ("custom_tool_call", "custom_tool_call_output"):
-            raise BadRequest(f"`{where}` is a `{kind}` item: custom (free-form grammar) tools have no equivalent in "
-                             "chat completions, which the target of this model speaks.", param=where)
-        elif kind == "item_reference":
-            raise BadRequest(f"`{where}` refers to a stored item, and the gateway keeps no store: send the item "
-                             "itself.", param=where)
         else:
-            raise BadRequest(f"`{where}`: `{kind}` items have no equivalent in chat completions, which the target "
-                             "of this model speaks.", param=where)
+            raise _untranslatable(kind, where)
     return out
+
+
+def _function_call(item: Mapping[str, Any], names: ToolNames, out: list[dict[str, Any]],
+                   reasoning: list[str]) -> None:
+    """A call joins the assistant turn before it (chat keeps a turn's calls together), or opens one."""
+    call = {"id": item.get("call_id"), "type": "function",
+            "function": {"name": names.chat_name(item.get("name"), item.get("namespace")),
+                         "arguments": item.get("arguments") or ""}}
+    last = out[-1] if out else None
+    if last is None or last.get("role") != "assistant":
+        last = {"role": "assistant", "content": None}
+        out.append(last)
+    last.setdefault("tool_calls", []).append(call)
+    if reasoning:
+        last["reasoning_content"] = "".join(reasoning)
+
+
+def _untranslatable(kind: Any, where: str) -> BadRequest:
+    if kind in ("custom_tool_call", "custom_tool_call_output"):
+        return BadRequest(f"`{where}` is a `{kind}` item: custom (free-form grammar) tools have no equivalent in "
+                          "chat completions, which the target of this model speaks.", param=where)
+    if kind == "item_reference":
+        return BadRequest(f"`{where}` refers to a stored item, and the gateway keeps no store: send the item "
+                          "itself.", param=where)
+    return BadRequest(f"`{where}`: `{kind}` items have no equivalent in chat completions, which the target "
+                      "of this model speaks.", param=where)
 
 
 def _message(item: Mapping[str, Any], where: str, out: list[dict[str, Any]], reasoning: list[str]) -> None:
