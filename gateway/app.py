@@ -14,6 +14,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,6 +40,9 @@ from gateway.failover.health import Clock, Health
 from gateway.runtime import Runtime, RuntimeParts
 from gateway.teams.service import Teams
 from gateway.upstream.transport import Transport
+
+if TYPE_CHECKING:  # imported when used: a gateway without Redis never loads redis-py
+    from gateway.failover.shared import HealthSync
 
 log = logging.getLogger("gateway")
 
@@ -179,6 +183,7 @@ class Gateway:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.transport.start()
         await self.teams.start()
+        sharing = self._share_health()
         # The catalog and routes are thousands of long-lived objects: keep the cyclic GC from walking
         # them again and again under load.
         gc.freeze()
@@ -189,11 +194,24 @@ class Gateway:
             # The server waited for the requests in flight (or the drain ended them): now the flush
             # hooks run, then the last settlements and ledger rows are written, before exit.
             await self.drain.flush()
+            if sharing is not None:
+                await sharing.stop()
             await self.teams.stop()
             ticker.cancel()
             await self.transport.close()
             metrics.worker_exit()
 
+
+    def _share_health(self) -> HealthSync | None:
+        """With Redis (`state.backend: redis`) the replicas share circuits and latencies over the
+        counters' connection, in a background task; otherwise they stay this process's own."""
+        if self.runtime.settings.state.backend == "sqlite":
+            return None
+        from gateway.failover.shared import HealthSync, connection_of
+
+        sharing = HealthSync(self.health, connection_of(self.teams.store))
+        sharing.start()
+        return sharing
 
     async def _tick_circuits(self) -> None:
         """Open circuits turn half-open by time, so gauges and alerts tell the truth for idle targets."""

@@ -33,6 +33,7 @@ class Health:
         # Shared circuits only: the latest local transition per target not yet published (None: not shared).
         self.outbox: dict[str, State] | None = None
         self._from_peer = False  # applying another replica's transition: not ours to publish
+        self.wake: Callable[[], None] = lambda: None  # tells the sync there is news to publish now
 
     @property
     def enabled(self) -> bool:
@@ -148,4 +149,5 @@ class Health:
         # Half-open comes by time on every replica alike: only openings and closings are news.
         if self.outbox is not None and not self._from_peer and state is not State.HALF_OPEN:
             self.outbox[key] = state
+            self.wake()
         self._on_change(key, state)

@@ -27,11 +27,14 @@ from collections.abc import Sequence
 
 from gateway.failover.breaker import State
 from gateway.failover.health import Health
+from gateway.state.fallback import FallbackCounters
 from gateway.state.redis import RedisConnection, Unavailable, key
+from gateway.state.store import StateStore
 
 log = logging.getLogger("gateway")
 
 CIRCUITS_EVERY = 0.2  # seconds between circuit syncs: a peer's opening is seen here within this
+# (a local opening or closing is published at once, not at the next tick)
 STATS_EVERY = 1.0  # seconds between syncs of latencies and failure windows
 STATS_FRESH_MS = 5_000  # a replica that stopped publishing (gone, or cut off) stops counting after this
 
@@ -89,6 +92,14 @@ return out
 """
 
 
+def connection_of(store: StateStore) -> RedisConnection:
+    """The one Redis connection of this process: the one the shared counters use."""
+    counters = store.counters
+    if not isinstance(counters, FallbackCounters):
+        raise TypeError(f"state.backend is redis but the counters are {type(counters).__name__}")
+    return counters.connection
+
+
 class HealthSync:
     """The background task that shares one process's circuits and latencies with its peers."""
 
@@ -104,7 +115,9 @@ class HealthSync:
         self._applied: dict[str, int] = {}  # per target: the seq of the last peer entry applied
         self._resync = True  # publish every circuit open here at the next successful sync
         self._task: asyncio.Task[None] | None = None
+        self._news = asyncio.Event()  # a local opening or closing: publish it without waiting for the tick
         health.outbox = {}
+        health.wake = self._news.set
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -116,6 +129,7 @@ class HealthSync:
                 await self._task
             self._task = None
         self.health.outbox = None
+        self.health.wake = lambda: None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -131,7 +145,9 @@ class HealthSync:
                     self._resync = True  # the connection logged it and backs off; circuits stay local
                 except Exception:  # a bug here must not end sharing for the life of the process
                     log.exception("sharing circuits over Redis failed; retrying")
-            await asyncio.sleep(CIRCUITS_EVERY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), CIRCUITS_EVERY)
+            self._news.clear()
 
     async def sync_circuits(self) -> None:
         """Publish this replica's openings and closings, apply the others' (one round trip)."""
