@@ -54,11 +54,11 @@ def key(*parts: str) -> str:
 
 
 class RedisConnection:
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.monotonic, timeout: float = TIMEOUT) -> None:
         self.shown = describe(url)  # for logs: never the password
         pool = BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT, socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT, health_check_interval=0,
+            url, max_connections=MAX_CONNECTIONS, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=timeout, health_check_interval=0,
             # One immediate retry on a broken connection only: after Redis restarts, each pooled connection
             # fails once on the dead socket, and the retry reconnects it. Never on a timeout: that would double
             # what a request waits for a Redis that is slow, and the fallback is the better retry.
