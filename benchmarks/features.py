@@ -4,7 +4,8 @@ Each feature is a small entry below: the config laid over the plain gateway's co
 `configs.write_gateway_config`: catalog providers `bench` and `bench-cut`, alias `bench` routed to
 `bench/fast`, one key), the endpoint and wire format clients use, and what to measure:
 
-- `plain`: whole answers, closed loop at 32 connections: req/s and CPU per request;
+- `plain`: whole answers, closed loop at 32 connections: req/s and CPU per request (and, with
+  `latency_at`, p50/p99 latency at that fixed rate against the plain gateway's);
 - `stream`: unpaced 50-chunk streams: streams/s, content chunks/s and CPU per stream;
 - `resume`: paced streams whose first target is cut mid-stream (`bench-cut/...`, after `CUT_AFTER`
   content chunks): the wait for the next content chunk, against the plain gateway's wait for the
@@ -37,6 +38,9 @@ class Feature:
     wire: Wire = "openai"
     model: str = "bench"
     services: tuple[Literal["redis"], ...] = ()  # started for it; their URLs in ${BENCH_REDIS_URL}, ...
+    # `plain` rows only: also the latency an open-loop load at this rate sees (the plan's length for
+    # that rate), against the plain gateway's at the same rate: what the feature adds to a request.
+    latency_at: int | None = None
     note: str = ""  # printed under the table when the row is measured
 
 
@@ -48,6 +52,7 @@ FEATURES: tuple[Feature, ...] = (
         config={"auth": {"keys": [{"name": "bench", "key": "${BENCH_GATEWAY_KEY}",
                                    "limits": {"rpm": 100_000_000, "tpm": 100_000_000_000,
                                               "budget_usd": 1_000_000, "period": "month"}}]}},
+        latency_at=200,
         note="One key with RPM, TPM and a monthly budget, one worker: counters in the process (spend written behind "
              "to the SQLite file with the ledger rows, off the hot path; the plain gateway writes ledger rows too).",
     ),
@@ -59,6 +64,7 @@ FEATURES: tuple[Feature, ...] = (
                                    "limits": {"rpm": 100_000_000, "tpm": 100_000_000_000,
                                               "budget_usd": 1_000_000, "period": "month"}}]}},
         services=("redis",),
+        latency_at=200,
         note="Counters in Redis: one Lua script per admission (one round trip over loopback), settlements "
              "batched into one script per flush with the heartbeat; redis-server runs on the load core, so its "
              "own CPU is not in the gateway's CPU per request.",

@@ -16,7 +16,7 @@ import aiohttp
 
 from benchmarks.configs import GATEWAY_KEY, write_gateway_config
 from benchmarks.features import FEATURES, Feature
-from benchmarks.load import StreamStats, Target, Throughput, percentile, streams
+from benchmarks.load import Latencies, StreamStats, Target, Throughput, percentile, streams
 from benchmarks.procs import Service, free_port
 
 
@@ -29,6 +29,7 @@ class FeatureRun:
     extras: list[Service] = field(default_factory=list)  # redis-server and the like
     cpu: list[float] = field(default_factory=list)
     results: list[Throughput | StreamStats] = field(default_factory=list)
+    latencies: list[Latencies] = field(default_factory=list)  # open-loop runs at `feature.latency_at`
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class Pricing:
 
 
 def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | StreamStats]]],
-         interval_ms: float) -> list[FeatureRow]:
+         interval_ms: float, plain_latencies: dict[int, list[Latencies]] | None = None) -> list[FeatureRow]:
     """The feature table: each measured feature against the plain gateway of the same kind.
 
     Time to resume: the wait for the chunk after the cut, minus the plain stream's wait for the same
@@ -153,6 +154,9 @@ def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | Strea
             out.append(FeatureRow(name, "req/s, 32 connections", f"{base_rate:,.0f}", f"{rate:,.0f}",
                                   _ratio(rate, base_rate)))
             out.append(FeatureRow("", "CPU per request (ms)", f"{base_per:.3f}", f"{cpu:.3f}", _ratio(cpu, base_per)))
+            at = run.feature.latency_at
+            if at is not None and run.latencies:
+                out += _added_latency(at, run.latencies, (plain_latencies or {}).get(at, []))
             continue
         mine = [r for r in run.results if isinstance(r, StreamStats)]
         others = [r for r in base_results if isinstance(r, StreamStats)]
@@ -179,6 +183,18 @@ def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | Strea
         incomplete = sum(s.incomplete for s in mine)
         out.append(FeatureRow("", "streams completed after the cut", "",
                               f"{sum(len(s.gaps) for s in mine)}", f"{incomplete} incomplete"))
+    return out
+
+
+def _added_latency(rate: int, mine: list[Latencies], plain: list[Latencies]) -> list[FeatureRow]:
+    """p50 and p99 at a fixed rate, and what the feature adds to the plain gateway's."""
+    ours = [s for r in mine for s in r.seconds]
+    theirs = [s for r in plain for s in r.seconds]
+    out = []
+    for q in (50, 99):
+        value, base = percentile(ours, q) * 1000, percentile(theirs, q) * 1000
+        added = "" if math.isnan(value) or math.isnan(base) else f"added {value - base:+.2f} ms"
+        out.append(FeatureRow("", f"latency at {rate} req/s, p{q} (ms)", f"{base:.2f}", f"{value:.2f}", added))
     return out
 
 

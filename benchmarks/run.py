@@ -340,17 +340,29 @@ class Bench:
             if run.feature.kind == "plain":
                 await self.throughput(run.target, 32, plan.warmup)
         kinds = sorted({run.feature.kind for run in runs})
+        rates = sorted({run.feature.latency_at for run in runs if run.feature.latency_at is not None})
         plain: dict[str, list[tuple[float, Throughput | StreamStats]]] = {"plain": [], "stream": [], "resume": []}
+        plain_latencies: dict[int, list[Latencies]] = {rate: [] for rate in rates}
         for _ in range(plan.rounds):
             for kind in kinds:
                 plain[kind].append(await self._price(kind, gateway.target, gateway.service, "gateway"))
+            for rate in rates:
+                plain_latencies[rate].append(await self._open_loop(gateway.target, rate, "gateway"))
             for run in runs:
                 assert run.target is not None and run.service is not None
                 cpu, result = await self._price(run.feature.kind, run.target, run.service, run.feature.name)
                 run.cpu.append(cpu)
                 run.results.append(result)
-        self.feature_rows = feature_rows(pricing, plain, plan.stream_interval_ms)
+                if run.feature.latency_at is not None:
+                    run.latencies.append(await self._open_loop(run.target, run.feature.latency_at, run.feature.name))
+        self.feature_rows = feature_rows(pricing, plain, plan.stream_interval_ms, plain_latencies)
         self.feature_notes = [f"{run.feature.name}: {run.feature.note}" for run in runs if run.feature.note]
+
+    async def _open_loop(self, target: Target, rate: int, name: str) -> Latencies:
+        """A feature row's latency at a fixed rate (as long as the main table's run at that rate)."""
+        result = await open_loop(target, rate, self.plan.latency_seconds.get(rate, self.plan.seconds))
+        self._count_errors(f"{name} (features, {rate} req/s)", result.errors)
+        return result
 
     async def _price(self, kind: str, target: Target, service: Service,
                      name: str) -> tuple[float, Throughput | StreamStats]:
