@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.schema import Settings
 from gateway.config.validate import check_settings
 from gateway.errors import ConfigError
-from gateway.state import redis_url
+from gateway.state import pg_url, redis_url, url_parts
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -51,7 +51,7 @@ def parse_settings(raw: Any, source: str, environ: Mapping[str, str]) -> Setting
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys (server, catalog, models, ...)")
     _refuse_literal_keys(raw, source)
-    _refuse_literal_redis_password(raw, source)
+    _refuse_literal_state_passwords(raw, source)
     data = _expand(raw, (), source, environ)
     if data.get("auth") == "none":
         data["auth"] = {"none": True}
@@ -100,13 +100,6 @@ def _locate(entry: str, config_dir: Path) -> str:
 
 
 def _refuse_literal_keys(raw: dict[str, Any], source: str) -> None:
-    from gateway.state import pg_url
-
-    state = raw.get("state")
-    ledger = state.get("ledger") if isinstance(state, dict) else None
-    if isinstance(ledger, str) and pg_url.literal_password(ledger):
-        raise ConfigError(f"{source}: state.ledger: a literal password is refused; keep secrets out of the file: "
-                          f"write it as {pg_url.EXAMPLE}")
     auth = raw.get("auth")
     for field in ("keys", "admin_keys"):
         keys = auth.get(field) if isinstance(auth, dict) else None
@@ -116,12 +109,20 @@ def _refuse_literal_keys(raw: dict[str, Any], source: str) -> None:
                                   "of the file: write `key: ${SOME_VAR}` or `sha256: <hex digest of the key>`")
 
 
-def _refuse_literal_redis_password(raw: dict[str, Any], source: str) -> None:
+# Backend URLs whose password must come from the environment: the field, the refusal, how to write it.
+_STATE_URLS = (("ledger", "a literal password is refused", pg_url.EXAMPLE),
+               ("redis_url", "a password written in the file is refused", redis_url.EXAMPLE))
+
+
+def _refuse_literal_state_passwords(raw: dict[str, Any], source: str) -> None:
     state = raw.get("state")
-    url = state.get("redis_url") if isinstance(state, dict) else None
-    if isinstance(url, str) and redis_url.literal_password(url):
-        raise ConfigError(f"{source}: state.redis_url: a password written in the file is refused; keep secrets out "
-                          f"of the file: write it as {redis_url.EXAMPLE}")
+    if not isinstance(state, dict):
+        return
+    for field, refusal, example in _STATE_URLS:
+        url = state.get(field)
+        if isinstance(url, str) and url_parts.literal_password(url):
+            raise ConfigError(f"{source}: state.{field}: {refusal}; keep secrets out of the file: "
+                              f"write it as {example}")
 
 
 def _expand(value: Any, path: tuple[str, ...], source: str, environ: Mapping[str, str]) -> Any:

@@ -7,24 +7,17 @@ returns: messages name the user, host, port and database only.
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qs
+
+from gateway.state.url_parts import split
 
 SCHEMES = ("postgresql", "postgres")
 EXAMPLE = "postgresql://gateway:${PGPASSWORD}@db.internal:5432/gateway"
 
 
-def _split(url: str) -> SplitResult | None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
-    except ValueError:
-        return None
-    return parts
-
-
 def problem(url: str) -> str | None:
     """Why `url` cannot be a PostgreSQL URL (a sentence with the fix), or None if it can."""
-    parts = _split(url)
+    parts = split(url)
     if parts is None:
         return f"cannot be read (is the port a number up to 65535?); write it as {EXAMPLE}"
     if parts.scheme not in SCHEMES:
@@ -37,17 +30,9 @@ def problem(url: str) -> str | None:
     return None
 
 
-def literal_password(raw: str) -> bool:
-    """A password written into the file itself rather than taken from the environment with ${VAR}."""
-    if "${" in raw:
-        return False
-    parts = _split(raw)
-    return parts is not None and bool(parts.password)
-
-
 def describe(url: str) -> str:
     """The URL as logs and messages may show it: user, host, port, database; never the password."""
-    parts = _split(url)
+    parts = split(url)
     if parts is None:
         return "postgresql://(unreadable URL)"
     user = f"{parts.username}@" if parts.username else ""

@@ -6,24 +6,15 @@ it without importing the client. Nothing this module returns contains the passwo
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit
+from gateway.state.url_parts import split
 
 SCHEMES = ("redis", "rediss")
 EXAMPLE = "redis://:${REDIS_PASSWORD}@redis.internal:6379/0 (rediss:// for TLS)"
 
 
-def _split(url: str) -> SplitResult | None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
-    except ValueError:
-        return None
-    return parts
-
-
 def problem(url: str) -> str | None:
     """Why `url` cannot be a Redis URL (a sentence with the fix), or None if it can."""
-    parts = _split(url)
+    parts = split(url)
     if parts is None:
         return f"not a URL this gateway can read (a bad port?); write it as {EXAMPLE}"
     if parts.scheme not in SCHEMES:
@@ -37,17 +28,9 @@ def problem(url: str) -> str | None:
     return None
 
 
-def literal_password(raw: str) -> bool:
-    """A password written into the file itself rather than taken from the environment with ${VAR}."""
-    if "${" in raw:
-        return False
-    parts = _split(raw)
-    return parts is not None and bool(parts.password)
-
-
 def describe(url: str) -> str:
     """The URL as logs and messages may show it: scheme, host, port, database; never user or password."""
-    parts = _split(url)
+    parts = split(url)
     if parts is None or not parts.scheme:
         return "redis://(unreadable URL)"
     port = f":{parts.port}" if parts.port else ""
