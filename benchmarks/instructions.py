@@ -3,6 +3,7 @@ the machine's load, for deciding between two versions of the hot path on a share
 
     python -m benchmarks.instructions                         # gateway, whole answers
     python -m benchmarks.instructions --target bare --stream  # the bare proxy, 50-chunk streams
+    python -m benchmarks.instructions --stream --interval 20  # streams paced 20 ms a chunk (60 requests)
     python -m benchmarks.instructions --cprofile calls.txt    # instead: Python calls per request
     python -m benchmarks.instructions --feature 'limits + budgets (embedded store)'  # a feature row's gateway
 
@@ -11,8 +12,13 @@ sent one at a time (no queue: the moderate-load case, where nothing amortises ac
 the counters are dumped and their total is divided by the count.
 Everything the process executes counts: Python, uvloop/libuv, aiohttp's C parts, libc; the
 kernel does not. Under valgrind the process runs ~50x slower, so keep `--requests` in the
-hundreds. `--cprofile` runs the proxy under cProfile instead and prints the functions called per
-request (call counts are exact; the times cProfile shows are not used).
+hundreds. `--interval MS` paces a stream's chunks as the paced load does (the fake upstream
+writes each chunk on its own after MS ms), so the proxy reads and sends every chunk on its own:
+the per-chunk cost of a real model's stream, where the unpaced stream (all chunks in one upstream
+write) arrives in one or a few reads. The interval must stay well above the proxy's time per chunk
+under valgrind (~2 ms), or chunks queue and coalesce; 20 ms (the full run's) does.
+`--cprofile` runs the proxy under cProfile instead and prints the functions called per request
+(call counts are exact; the times cProfile shows are not used).
 """
 
 from __future__ import annotations
@@ -52,8 +58,8 @@ def _command(target: str, work: Path, api: str, port: int, feature: Feature | No
             Target(target, f"http://127.0.0.1:{port}/v1/chat/completions", "fast"))
 
 
-async def _send(target: Target, count: int, stream: bool) -> None:
-    body = target.body(stream=stream, chunks=50)
+async def _send(target: Target, count: int, stream: bool, interval_ms: float = 0) -> None:
+    body = target.body(stream=stream, chunks=50, interval_ms=interval_ms)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         for _ in range(count):
             async with session.post(target.url, data=body, headers=target.request_headers()) as response:
@@ -66,7 +72,8 @@ def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
-def count(target: str, requests: int, stream: bool, warmup: int, feature: Feature | None = None) -> float:
+def count(target: str, requests: int, stream: bool, warmup: int, feature: Feature | None = None,
+          interval_ms: float = 0) -> float:
     with tempfile.TemporaryDirectory(prefix="gateway-instr-") as directory:
         work = Path(directory)
         env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY,
@@ -81,9 +88,9 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
         try:
             upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
             proxy.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=600)
-            asyncio.run(_send(load, warmup, stream))
+            asyncio.run(_send(load, warmup, stream, interval_ms))
             _control(proxy.pid, "--zero")
-            asyncio.run(_send(load, requests, stream))
+            asyncio.run(_send(load, requests, stream, interval_ms))
             _control(proxy.pid, "--dump")
             dumps = [d for d in work.glob("callgrind.out.*") if d.suffix[1:].isdigit()]
             if len(dumps) != 1:
@@ -97,7 +104,8 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
             upstream.stop()
 
 
-def calls(target: str, requests: int, stream: bool, warmup: int, top: int, feature: Feature | None = None) -> str:
+def calls(target: str, requests: int, stream: bool, warmup: int, top: int, feature: Feature | None = None,
+          interval_ms: float = 0) -> str:
     """cProfile call counts per request: which functions (and how many timers, tasks) each request costs."""
     with tempfile.TemporaryDirectory(prefix="gateway-calls-") as directory:
         work = Path(directory)
@@ -115,7 +123,7 @@ def calls(target: str, requests: int, stream: bool, warmup: int, top: int, featu
                 proxy = Service(target, profiled, core=None, log=work / "proxy.log", env=env)
                 try:
                     proxy.wait_ready(f"http://127.0.0.1:{port}/readyz")
-                    asyncio.run(_send(load, n, stream))
+                    asyncio.run(_send(load, n, stream, interval_ms))
                     # SIGINT: uvicorn shuts down, then re-raises it as KeyboardInterrupt, and cProfile
                     # writes its file on the way out (after SIGTERM the default handler kills it first).
                     proxy.popen.send_signal(signal.SIGINT)
@@ -132,35 +140,49 @@ def calls(target: str, requests: int, stream: bool, warmup: int, top: int, featu
             if extra > 0:
                 per[f"{key[2]} ({Path(key[0]).name}:{key[1]})"] = extra / requests
         lines = [f"{n:8.2f}  {name}" for name, n in sorted(per.items(), key=lambda kv: -kv[1])[:top]]
-        return f"Python calls per request ({target}, {'50-chunk stream' if stream else 'whole answer'}):\n" + \
+        return f"Python calls per request ({target}, {_what(stream, interval_ms)}):\n" + \
             "\n".join(lines)
+
+
+def _what(stream: bool, interval_ms: float) -> str:
+    if not stream:
+        return "whole answer"
+    return f"50-chunk stream, {interval_ms:g} ms apart" if interval_ms else "50-chunk stream (unpaced)"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("gateway", "bare", "raw"), default="gateway")
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--requests", type=int, help="default 300; 60 with --interval (a second per stream)")
+    parser.add_argument("--warmup", type=int, help="default 50; 10 with --interval")
     parser.add_argument("--stream", action="store_true", help="50-chunk streams instead of whole answers")
+    parser.add_argument("--interval", type=float, default=0.0, metavar="MS",
+                        help="with --stream: the upstream sends each chunk MS ms after the last (default 0: "
+                             "all in one write)")
     parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire != "embeddings" and not f.services],
                         help="the gateway of this feature row (no extra service) instead of the plain one")
     args = parser.parse_args()
     feature = next((f for f in FEATURES if f.name == args.feature), None)
+    if args.interval < 0 or (args.interval and not args.stream):
+        parser.error("--interval takes a number of milliseconds >= 0, with --stream")
+    paced = args.interval > 0
+    requests = args.requests if args.requests is not None else (60 if paced else 300)
+    warmup = args.warmup if args.warmup is not None else (10 if paced else 50)
     if feature is not None and args.target != "gateway":
         parser.error("--feature applies to --target gateway")
     if args.cprofile:
-        report = calls(args.target, args.requests, args.stream, args.warmup, args.top, feature)
+        report = calls(args.target, requests, args.stream, warmup, args.top, feature, args.interval)
         args.cprofile.write_text(report + "\n")
         print(report)
         return 0
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (apt-get install valgrind)")
-    per = count(args.target, args.requests, args.stream, args.warmup, feature)
+    per = count(args.target, requests, args.stream, warmup, feature, args.interval)
     what = f"{args.target}{f' ({feature.name})' if feature else ''}"
-    print(f"{what}, {'50-chunk streams' if args.stream else 'whole answers'}: "
-          f"{per:,.0f} instructions per request ({args.requests} requests after {args.warmup} warm-up)")
+    print(f"{what}, {_what(args.stream, args.interval)}: "
+          f"{per:,.0f} instructions per request ({requests} requests after {warmup} warm-up)")
     return 0
 
 

@@ -206,6 +206,9 @@ class StreamStats:
     ttft: list[float]  # per complete stream started inside the window: send to first non-empty content delta
     incomplete: int
     gaps: list[float] = field(default_factory=list)  # per complete stream: longest wait between content chunks
+    # Every stream completed, in the window or not: the proxy's CPU over the whole call is theirs (paced
+    # streams ramp up for one stream's duration before the window and run on after it).
+    served: int = 0
 
     @property
     def streams_per_second(self) -> float:
@@ -343,4 +346,4 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
         await asyncio.gather(*(client(i / concurrency * ramp) for i in range(concurrency)))
     in_window = sum(1 for _, end in finished if opens <= end <= closes)
     return StreamStats(in_window, received, seconds, [t for start, t in ttft if start >= opens], incomplete,
-                       [g for start, g in gaps if start >= opens])
+                       [g for start, g in gaps if start >= opens], len(finished))

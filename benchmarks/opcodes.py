@@ -2,6 +2,7 @@
 
     python -m benchmarks.opcodes                    # the gateway, whole answers
     python -m benchmarks.opcodes --stream --top 30  # 50-chunk streams
+    python -m benchmarks.opcodes --stream --interval 20 --requests 20  # chunks paced 20 ms apart
     python -m benchmarks.opcodes --target raw       # the raw-ASGI proxy, for comparison
     python -m benchmarks.opcodes --feature 'limits + budgets (embedded store)'  # a feature row's gateway
 
@@ -42,7 +43,8 @@ def _package(location: str) -> str:
     return location.split(":", 1)[0]  # <string>: dataclass __init__s and the like
 
 
-def count(target: str, requests: int, stream: bool, top: int, feature: Feature | None = None) -> str:
+def count(target: str, requests: int, stream: bool, top: int, feature: Feature | None = None,
+          interval_ms: float = 0) -> str:
     with tempfile.TemporaryDirectory(prefix="gateway-opcodes-") as directory:
         work = Path(directory)
         out = work / "opcodes.tsv"
@@ -57,9 +59,9 @@ def count(target: str, requests: int, stream: bool, top: int, feature: Feature |
         try:
             upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
             proxy.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=300)
-            asyncio.run(_send(load, 20, stream))
+            asyncio.run(_send(load, 20 if not interval_ms else 5, stream, interval_ms))
             os.kill(proxy.pid, signal.SIGUSR1)
-            asyncio.run(_send(load, requests, stream))
+            asyncio.run(_send(load, requests, stream, interval_ms))
             os.kill(proxy.pid, signal.SIGUSR2)
             deadline = time.monotonic() + 30
             while not out.exists() and time.monotonic() < deadline:
@@ -72,7 +74,8 @@ def count(target: str, requests: int, stream: bool, top: int, feature: Feature |
     for opcodes, _calls, _name, location in rows:
         packages[_package(location)] += int(opcodes)
     total = sum(packages.values())
-    lines = [f"{target}, {'50-chunk streams' if stream else 'whole answers'}: {total / requests:,.0f} opcodes "
+    what = "whole answers" if not stream else f"50-chunk streams{f', {interval_ms:g} ms apart' if interval_ms else ''}"
+    lines = [f"{target}, {what}: {total / requests:,.0f} opcodes "
              f"per request ({requests} requests)", "", "by package or file:"]
     lines += [f"  {n / requests:8,.0f}  {name}" for name, n in packages.most_common(top)]
     lines += ["", "by function (opcodes, calls per request):"]
@@ -87,6 +90,8 @@ def main() -> int:
     parser.add_argument("--target", choices=("gateway", "bare", "raw"), default="gateway")
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--stream", action="store_true", help="50-chunk streams instead of whole answers")
+    parser.add_argument("--interval", type=float, default=0.0, metavar="MS",
+                        help="with --stream: the upstream sends each chunk MS ms after the last")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire == "openai" and not f.services],
                         help="the gateway of this feature row (chat, no extra service) instead of the plain one")
@@ -94,7 +99,9 @@ def main() -> int:
     feature = next((f for f in FEATURES if f.name == args.feature), None)
     if feature is not None and args.target != "gateway":
         parser.error("--feature applies to --target gateway")
-    print(count(args.target, args.requests, args.stream, args.top, feature))
+    if args.interval < 0 or (args.interval and not args.stream):
+        parser.error("--interval takes a number of milliseconds >= 0, with --stream")
+    print(count(args.target, args.requests, args.stream, args.top, feature, args.interval))
     return 0
 
 
