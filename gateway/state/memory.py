@@ -99,49 +99,75 @@ class MemoryCounters:
         for check in checks:
             kind = check.kind
             limit = check.limit * share
+            reserve = refused is None
             if kind == "requests" or kind == "tokens":
-                rate = limit / WINDOW_SECONDS
-                bucket = self._buckets[kind].get(check.scope)
-                level = 0.0 if bucket is None else max(0.0, bucket[0] - (now - bucket[1]) * rate)
-                over = level + min(check.amount, limit) - limit
-                if over > 0:
-                    states.append(CheckState(level, max(0.0, limit - level), level / rate))
-                    if refused is None:
-                        refused, retry_after = len(states) - 1, over / rate
-                    continue
-                after = level + check.amount
-                if refused is None:
-                    if bucket is None:
-                        self._buckets[kind][check.scope] = [after, now, rate]
-                    else:
-                        bucket[0] = after
-                        bucket[1] = now
-                states.append(CheckState(after, max(0.0, limit - after), after / rate))
+                wait = self._take_from_bucket(check, limit, now, reserve, states)
+                if wait is not None and reserve:
+                    refused, retry_after = len(states) - 1, wait
                 continue
             if kind == "concurrency":
-                used = self._inflight.get(check.scope, 0.0)
-                passes = used + check.amount <= limit
-                if passes and refused is None:
-                    self._inflight[check.scope] = used + check.amount
+                passes: bool | None = self._take_slot(check, limit, reserve, states)
             else:
-                spend = self._spend.get((check.scope, check.period))
-                if spend is None:
+                passes = self._take_spend(check, limit, now, reserve, states)
+                if passes is None:
                     # Read the total, then decide again from the start.
-                    self._undo(checks[:len(states) if refused is None else refused], now)
+                    self._undo(checks[:len(states) if reserve else refused], now)
                     return check.scope, check.period
-                used = spend.settled + spend.reserved
-                passes = used < limit
-                if passes and refused is None:
-                    spend.reserved += check.amount
-                    spend.used_at = now
-            after = used + check.amount if passes else used
-            states.append(CheckState(after, max(0.0, limit - after), 0.0))
-            if not passes and refused is None:
+            if not passes and reserve:
                 refused = len(states) - 1
         if refused is not None:
             self._undo(checks[:refused], now)
             return Verdict(False, tuple(states), refused, retry_after)
         return Verdict(True, tuple(states))
+
+    def _take_from_bucket(
+        self, check: Check, limit: float, now: float, reserve: bool, states: list[CheckState],
+    ) -> float | None:
+        """A requests/tokens bucket: record its state; None if the amount fits (reserved when `reserve`),
+        else the seconds until it would."""
+        rate = limit / WINDOW_SECONDS
+        bucket = self._buckets[check.kind].get(check.scope)
+        level = 0.0 if bucket is None else max(0.0, bucket[0] - (now - bucket[1]) * rate)
+        over = level + min(check.amount, limit) - limit
+        if over > 0:
+            states.append(CheckState(level, max(0.0, limit - level), level / rate))
+            return over / rate
+        after = level + check.amount
+        if reserve:
+            if bucket is None:
+                self._buckets[check.kind][check.scope] = [after, now, rate]
+            else:
+                bucket[0] = after
+                bucket[1] = now
+        states.append(CheckState(after, max(0.0, limit - after), after / rate))
+        return None
+
+    def _take_slot(self, check: Check, limit: float, reserve: bool, states: list[CheckState]) -> bool:
+        """A concurrency limit: record its state; whether the slots fit (taken when `reserve`)."""
+        used = self._inflight.get(check.scope, 0.0)
+        passes = used + check.amount <= limit
+        if passes and reserve:
+            self._inflight[check.scope] = used + check.amount
+        after = used + check.amount if passes else used
+        states.append(CheckState(after, max(0.0, limit - after), 0.0))
+        return passes
+
+    def _take_spend(
+        self, check: Check, limit: float, now: float, reserve: bool, states: list[CheckState],
+    ) -> bool | None:
+        """A budget: record its state; whether it admits (reserved when `reserve`), None if its
+        settled total is not read yet (nothing recorded then)."""
+        spend = self._spend.get((check.scope, check.period))
+        if spend is None:
+            return None
+        used = spend.settled + spend.reserved
+        passes = used < limit
+        if passes and reserve:
+            spend.reserved += check.amount
+            spend.used_at = now
+        after = used + check.amount if passes else used
+        states.append(CheckState(after, max(0.0, limit - after), 0.0))
+        return passes
 
     def _undo(self, reserved: Sequence[Check], now: float) -> None:
         """Give back what these checks reserved a moment ago (at `now`)."""
