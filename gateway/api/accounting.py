@@ -25,7 +25,7 @@ from gateway.relay.usage import Usage
 from gateway.routing import Plan, Target
 from gateway.runtime import Runtime
 from gateway.state.store import LedgerRow
-from gateway.teams.service import Ticket
+from gateway.teams.service import Teams, Ticket
 
 log = logging.getLogger("gateway.access")
 
@@ -102,12 +102,13 @@ def finish(runtime: Runtime, context: RequestRecord) -> None:
     """Count the request: metrics, settlement and ledger row, the access log when it is on."""
     now = time.monotonic()
     served = context.served
-    provider = served.target.provider_id if served else "none"
+    relay = context.relay
+    target = served.target if served is not None else None
+    provider = target.provider_id if target is not None else "none"
     duration = now - context.started
     ttft = None
     overhead = None
     if served is not None:
-        relay = context.relay
         if relay is not None and relay.first_write_at is not None:
             ttft = relay.first_write_at - context.started
             overhead = max(0.0, ttft - served.upstream_seconds)
@@ -118,36 +119,60 @@ def finish(runtime: Runtime, context: RequestRecord) -> None:
     metrics.request_finished(context.label, provider, context.status, duration, overhead, ttft)
     usage = Usage.from_openai(context.usage) if isinstance(context.usage, dict) else None
     cost = None
-    if served is not None and usage is not None:
-        target = served.target
+    if target is not None and usage is not None:
         cost = usage.cost(target.model.cost)
         metrics.usage(context.label, provider, target.upstream_model, usage.input, usage.output, usage.cached,
                       usage.reasoning, cost)
         if cost:
             metrics.key_spend(context.caller, cost)
-    if context.relay is not None and served is not None:
-        metrics.stream_chunks(provider, context.relay.chunks)
-    if runtime.teams is not None:
-        billed = usage or _estimate(context)
-        billed_cost = cost if usage is not None or billed is None or served is None else billed.cost(
-            served.target.model.cost)
-        _account(runtime, context, billed, billed_cost, duration, ttft)
+    if relay is not None and served is not None:
+        metrics.stream_chunks(provider, relay.chunks)
+    teams = runtime.teams
+    if teams is not None:
+        if usage is None and target is not None and relay is not None:
+            # A stream that ended without the upstream's count (the client left): bill the request's
+            # size and the chunks relayed, since the upstream did that work.
+            billed = Usage(input=context.body_size // 4, output=relay.chunks)
+            _account(teams, context, target, billed, billed.cost(target.model.cost), duration, ttft)
+        else:
+            _account(teams, context, target, usage, cost, duration, ttft)
     if runtime.settings.server.access_log:
         _access_log(context, provider, duration, ttft, usage, cost)
 
 
-def _estimate(context: RequestRecord) -> Usage | None:
-    """For a stream that ended without the upstream's count (the client left): the request's size and
-    the chunks relayed, since the upstream did that work."""
-    if context.served is not None and context.relay is not None:
-        return Usage(input=context.body_size // 4, output=context.relay.chunks)
-    return None
+def _account(teams: Teams, context: RequestRecord, target: Target | None, usage: Usage | None, cost: float | None,
+             duration: float, ttft: float | None) -> None:
+    """Settle what the request's limits reserved (when it has any) and queue its ledger row."""
+    if context.ticket is not None or context.provider_tickets:
+        _settle(teams, context, usage, cost)
+    served = context.served
+    provider: str | None = None
+    served_model: str | None = None
+    if target is not None:
+        provider, served_model = target.provider_id, target.key
+    if served is not None:
+        attempts = 0
+        for attempt in served.attempts:
+            if attempt.tried:
+                attempts += 1
+        fallbacks = served.fallbacks
+    else:
+        attempts, fallbacks = context.attempts, 0
+    relay = context.relay
+    error_type = context.error_type or (relay.error_type if relay is not None else None)
+    if usage is None:
+        input_tokens = output_tokens = cached_tokens = reasoning_tokens = 0
+    else:
+        input_tokens, output_tokens = usage.input, usage.output
+        cached_tokens, reasoning_tokens = usage.cached, usage.reasoning
+    # Positional, in column order (each name is its column's): with keywords the call costs ~5x as much.
+    teams.record(LedgerRow(
+        teams.clock() - duration, context.request_id, context.caller, context.model, provider, served_model,
+        context.status, error_type, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost,
+        _milliseconds(duration), _milliseconds(ttft) if ttft else None, attempts, fallbacks, context.endpoint))
 
 
-def _account(runtime: Runtime, context: RequestRecord, usage: Usage | None, cost: float | None, duration: float,
-             ttft: float | None) -> None:
-    teams = runtime.teams
-    assert teams is not None
+def _settle(teams: Teams, context: RequestRecord, usage: Usage | None, cost: float | None) -> None:
     tokens, spent = (usage.input + usage.output if usage else 0), cost or 0.0
     if context.ticket is not None:
         teams.settle(context.ticket, tokens, spent)
@@ -158,17 +183,22 @@ def _account(runtime: Runtime, context: RequestRecord, usage: Usage | None, cost
         for ticket in failed:
             teams.settle(ticket, 0, 0.0)
         teams.settle(last, tokens if context.served is not None else 0, spent if context.served is not None else 0.0)
-    served = context.served
-    relay = context.relay
-    teams.record(LedgerRow(
-        at=teams.clock() - duration, request_id=context.request_id, key=context.caller, model=context.model,
-        provider=served.target.provider_id if served else None, served_model=served.target.key if served else None,
-        status=context.status, error_type=context.error_type or (relay.error_type if relay else None),
-        input_tokens=usage.input if usage else 0, output_tokens=usage.output if usage else 0,
-        cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
-        cost_usd=cost, duration_ms=round(duration * 1000, 3), ttft_ms=round(ttft * 1000, 3) if ttft else None,
-        attempts=sum(1 for a in served.attempts if a.tried) if served else context.attempts,
-        fallbacks=served.fallbacks if served else 0, endpoint=context.endpoint))
+
+
+def _milliseconds(seconds: float) -> float:
+    """`round(seconds * 1000, 3)`, as the ledger stores durations, at a tenth of its cost: round() to
+    digits converts through a decimal string. The nearest whole microsecond is the same number unless
+    the product lies within a hair of a half (never, in practice), where round() itself decides."""
+    ms = seconds * 1000
+    micros = ms * 1000
+    if -_EXACT_MICROS < micros < _EXACT_MICROS:
+        whole = round(micros)
+        if abs(micros - whole) < 0.49:
+            return whole / 1000
+    return round(ms, 3)
+
+
+_EXACT_MICROS = float(1 << 45)  # below this a float's error is far under 0.01 us, so the whole above is exact
 
 
 def _access_log(context: RequestRecord, provider: str, duration: float, ttft: float | None, usage: Usage | None,

@@ -9,7 +9,9 @@ from typing import Any
 from gateway.catalog.schema import Cost
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: made for every request, and a frozen dataclass pays object.__setattr__ per field. A value:
+# nothing changes one after it is made.
+@dataclass(slots=True)
 class Usage:
     input: int = 0
     output: int = 0
@@ -20,12 +22,19 @@ class Usage:
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
         """Counts an upstream reported; a field that is not a count (`"abc"`, -1, a list) counts as 0."""
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
+        # The usual answer: two plain counts and no details (checked inline: this runs for every request).
+        if type(prompt_tokens) is int and type(completion_tokens) is int and 0 <= prompt_tokens <= _MAX_COUNT \
+                and 0 <= completion_tokens <= _MAX_COUNT and "prompt_tokens_details" not in usage \
+                and "completion_tokens_details" not in usage:
+            return cls(prompt_tokens, completion_tokens)
         prompt = usage.get("prompt_tokens_details")
         details = prompt if isinstance(prompt, Mapping) else {}
         completion = usage.get("completion_tokens_details")
         return cls(
-            input=_count(usage.get("prompt_tokens")),
-            output=_count(usage.get("completion_tokens")),
+            input=_count(prompt_tokens),
+            output=_count(completion_tokens),
             cached=_count(details.get("cached_tokens")),
             reasoning=_count(completion.get("reasoning_tokens")) if isinstance(completion, Mapping) else 0,
             cache_write=_count(details.get("cache_write_tokens")),
@@ -49,6 +58,9 @@ class Usage:
         writes at cache_write when the catalog has those prices, else at the input price."""
         if prices is None or prices.input is None or prices.output is None:
             return None
+        if not (self.cached or self.cache_write or self.reasoning):
+            # The usual answer, the same sum as below without its zero terms (adding 0.0 changes no float).
+            return (self.input * prices.input + self.output * prices.output) / 1e6
         cached = min(self.cached, self.input)
         written = min(self.cache_write, self.input - cached)
         read_price = prices.cache_read if prices.cache_read is not None else prices.input
@@ -60,7 +72,10 @@ class Usage:
         return (plain * prices.input + cached * read_price + written * write_price + output) / 1e6
 
 
+_MAX_COUNT = 1 << 40  # a count above this is an upstream's bug, not a bill
+
+
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
         return 0
-    return int(min(value, 1 << 40))
+    return int(min(value, _MAX_COUNT))

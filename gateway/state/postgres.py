@@ -24,7 +24,7 @@ from gateway import metrics
 from gateway.errors import ConfigError
 from gateway.state import pg_schema, pg_url
 from gateway.state.ledger_queue import QueuedLedger
-from gateway.state.records import KEY_COLUMNS, LEDGER_COLUMNS, ROW_VALUES, key_record, key_values
+from gateway.state.records import KEY_COLUMNS, LEDGER_COLUMNS, key_record, key_values
 from gateway.state.store import (
     KeyExists,
     KeyMissing,
@@ -215,7 +215,7 @@ class PostgresLedger:
         return self._db.retry_in()
 
     async def write(self, writer: uuid.UUID, rows: Sequence[tuple[int, LedgerRow]]) -> None:
-        values = [(writer, seq, *ROW_VALUES(row)) for seq, row in rows]
+        values = [(writer, seq, *row) for seq, row in rows]
 
         async def insert(connection: Any) -> None:
             await connection.executemany(_INSERT_ROWS, values)

@@ -1,12 +1,11 @@
 """Managed keys and ledger rows as SQL columns: one encoding for every SQL backend (SQLite, PostgreSQL).
 
 Keys keep their list and mapping fields as JSON text, so a key reads back the same whichever store
-wrote it; ledger rows are their dataclass fields in declaration order.
+wrote it; ledger rows are their named tuple's fields in order.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import asdict
 from typing import Any
 
@@ -15,10 +14,7 @@ import orjson
 from gateway.state.store import KeyRecord, LedgerRow, LimitSettings
 
 KEY_COLUMNS = "name, digest, prefix, created_at, updated_at, revoked_at, expires_at, models, limits, metadata"
-LEDGER_COLUMNS = tuple(LedgerRow.__dataclass_fields__)
-# A row's values in column order, read in C: dataclasses.asdict deep-copies every field and was a
-# fifth of the gateway's CPU per request.
-ROW_VALUES = operator.attrgetter(*LEDGER_COLUMNS)
+LEDGER_COLUMNS = LedgerRow._fields  # a row is a tuple of its values in this order, bound as it is
 
 
 def key_values(record: KeyRecord) -> tuple[Any, ...]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 CheckKind = Literal["requests", "tokens", "concurrency", "spend"]
 Period = Literal["day", "week", "month", "total"]
@@ -132,9 +132,12 @@ class Settlement:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    """One finished request. Names and numbers only: never a key value, never prompt or answer text."""
+class LedgerRow(NamedTuple):
+    """One finished request. Names and numbers only: never a key value, never prompt or answer text.
+
+    A named tuple: made for every request, and it is already the row's values in column order, which
+    every SQL backend binds as they are (a frozen dataclass paid object.__setattr__ per field, and its
+    values were read out again to be written)."""
 
     at: float
     request_id: str

@@ -59,6 +59,9 @@ class Teams:
         self._interval = settings.flush_interval
         self._retention = settings.ledger_retention_days * 86400.0
         self._rows: list[LedgerRow] = []
+        # Queue a finished request's row: the list's own append (called for every request, no Python
+        # frame), so flush() empties this one list in place rather than swapping it for another.
+        self.record: Callable[[LedgerRow], None] = self._rows.append
         self._settlements: list[Settlement] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,12 +114,10 @@ class Teams:
         if ticket.holds_slot and self._wake is not None:
             self._wake.set()  # flush now, so that the next request finds the slot free
 
-    def record(self, row: LedgerRow) -> None:
-        self._rows.append(row)
-
     async def flush(self) -> None:
         settlements, self._settlements = self._settlements, []
-        rows, self._rows = self._rows, []
+        rows = self._rows[:]
+        self._rows.clear()
         try:
             await self.store.counters.settle(settlements)
         except Exception:

@@ -122,6 +122,24 @@ async def test_ledger_rows_sum_by_group_and_prune(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.parametrize("count", [1, 87])
+async def test_ledger_rows_are_written_in_order_with_every_value(tmp_path: Path, count: int) -> None:
+    """Each row exactly as given (rows are bound as their tuples), in order."""
+    rows = [LedgerRow(NOW + i / 7, f"req-{i}", f"key-{i % 3}", "m", None if i % 5 == 0 else "p",
+                      None if i % 5 == 0 else "p/m", 200 + i, "timeout" if i % 4 == 0 else None, i, 2 * i, i % 2,
+                      i % 3, None if i % 6 == 0 else i / 1000, 1.5 + i, None if i % 2 else i / 3, 1 + i % 2, i % 2,
+                      "/v1/chat/completions" if i % 2 else "/v1/messages") for i in range(count)]
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    try:
+        await store.append(rows)
+        await store.append(rows[:2])
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        written = [LedgerRow(*r) for r in db.execute(f"SELECT {', '.join(LedgerRow._fields)} FROM ledger ORDER BY id")]
+    assert written == rows + rows[:2]
+
+
 def _admit_many(path: str, count: int, results: multiprocessing.Queue[int]) -> None:
     import asyncio
 
