@@ -47,6 +47,11 @@ class Ticket:
         return {name.decode(): value.decode() for name, value in self.raw_headers}
 
 
+def _resolve(due: asyncio.Future[None]) -> None:
+    if not due.done():
+        due.set_result(None)
+
+
 class Teams:
     def __init__(self, settings: StateSettings, clock: Callable[[], float] = time.time, workers: int = 1) -> None:
         store = open_store(settings)
@@ -63,7 +68,7 @@ class Teams:
         # frame), so flush() empties this one list in place rather than swapping it for another.
         self.record: Callable[[LedgerRow], None] = self._rows.append
         self._settlements: list[Settlement] = []
-        self._wake: asyncio.Event | None = None
+        self._due: asyncio.Future[None] | None = None  # resolved when the next batch is due
         self._tasks: list[asyncio.Task[None]] = []
         self._budgets: dict[str, Scoped] = {}  # keys with a budget that were used, for the budget gauges
         self._published = 0.0
@@ -72,9 +77,9 @@ class Teams:
         return self.clock()
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
         await self.keys.refresh()
         loop = asyncio.get_running_loop()
+        self._due = loop.create_future()  # now: a slot freed before the loop first runs still wakes it
         self._tasks = [loop.create_task(self.keys.poll()), loop.create_task(self._flush_loop()),
                        loop.create_task(self._prune_loop())]
 
@@ -111,8 +116,8 @@ class Teams:
         """Replace the ticket's reservations with what was used (written with the next batch)."""
         actual = tuple([tokens if c.kind == "tokens" else cost if c.kind == "spend" else 1.0 for c in ticket.checks])
         self._settlements.append(Settlement(ticket.checks, actual, ticket.grant, self.clock()))
-        if ticket.holds_slot and self._wake is not None:
-            self._wake.set()  # flush now, so that the next request finds the slot free
+        if ticket.holds_slot and self._due is not None:
+            _resolve(self._due)  # flush now, so that the next request finds the slot free
 
     async def flush(self) -> None:
         settlements, self._settlements = self._settlements, []
@@ -146,15 +151,26 @@ class Teams:
             metrics.key_budget(key, spent / limits.budget_usd, limits.soft_ratio)
 
     async def _flush_loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("state flush failed")
+        """A batch every `flush_interval`, or at once when a slot is freed. One future and one timer per
+        batch (asyncio.wait_for on an Event made a task, two more futures and a TimeoutError besides)."""
+        loop = asyncio.get_running_loop()
+        assert self._due is not None
+        due = self._due
+        timer = loop.call_later(self._interval, _resolve, due)
+        try:
+            while True:
+                await due
+                timer.cancel()
+                # The next batch's future exists before this one is written: a slot freed meanwhile
+                # brings the next batch forward too.
+                self._due = due = loop.create_future()
+                timer = loop.call_later(self._interval, _resolve, due)
+                try:
+                    await self.flush()
+                except Exception:
+                    log.exception("state flush failed")
+        finally:
+            timer.cancel()
 
     async def _prune_loop(self) -> None:
         while True:
