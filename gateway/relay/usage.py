@@ -76,6 +76,8 @@ _MAX_COUNT = 1 << 40  # a count above this is an upstream's bug, not a bill
 
 
 def _count(value: Any) -> int:
+    if type(value) is int and 0 <= value <= _MAX_COUNT:  # the usual count, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
         return 0
     return int(min(value, _MAX_COUNT))

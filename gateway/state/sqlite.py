@@ -11,13 +11,11 @@ power loss can drop the last ones, and nothing can corrupt the file.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +37,7 @@ from gateway.state.store import (
     UsageTotal,
     Verdict,
 )
+from gateway.state.worker import Worker
 
 T = TypeVar("T")
 
@@ -92,7 +91,7 @@ class SQLiteStore:
         self._db = _connect(path)
         migrate(self._db, path)
         self._background_db = _connect(path)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-state")
+        self._background = Worker("gateway-state")
         # Reservations are kept per worker, so a worker that dies leaves nothing held: the others see
         # its heartbeat stop and give its reservations back.
         self.worker = secrets.token_hex(8)
@@ -114,7 +113,7 @@ class SQLiteStore:
     async def close(self) -> None:
         await self._in_background(self._retire)
         await self._in_background(self._background_db.close)
-        self._thread.shutdown(wait=True)
+        self._background.close()
         self._db.close()
 
     def _retire(self) -> None:
@@ -123,7 +122,7 @@ class SQLiteStore:
             _forget(db, self.worker)
 
     async def _in_background(self, work: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        return await self._background.run(work, *args)
 
     # ------------------------------------------------------------------ keys
 
