@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from gateway.relay.chunk import Chunk, MalformedChunk, interpret, plain_runs
+from gateway.relay.chunk import Chunk, MalformedChunk, interpret, plain_read, plain_runs
 from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
@@ -92,7 +92,7 @@ class Transcript:
         self._flags(chunk)
 
     def add_unread(self, events: bytes) -> None:
-        """Events sent as the upstream sent them, joined by blank lines, not read yet."""
+        """Events sent as the upstream sent them, joined by blank lines (a last one may end it), not read yet."""
         if not self._kept:
             return
         if self.first is None:
@@ -111,7 +111,7 @@ class Transcript:
     def _find_first(self, events: bytes) -> None:
         # Once per stream, and almost always the first event (the role chunk) is it.
         for event in events.split(b"\n\n"):
-            chunk = _read_event(event)
+            chunk = _read_event(event) if event else None
             if chunk is not None and chunk.data is not None and chunk.choices:
                 self.first = chunk.data
                 return
@@ -126,6 +126,8 @@ class Transcript:
                 parts.append(part)
                 continue
             for event in part.split(b"\n\n"):
+                if not event:
+                    continue  # after the blank line that ends a read
                 chunk = _read_event(event)
                 if chunk is None:
                     self._untextual = True  # what the client got from it is unknown: not continued
@@ -156,62 +158,48 @@ class EventProcessor(Protocol):
 
 
 async def relay(
-    source: UpstreamResponse,
-    splitter: EventSplitter,
-    held: list[bytes],
-    *,
-    wants_usage: bool,
-    expires: float,
-    idle: float,
-    result: RelayResult,
-    transcript: Transcript,
-    secrets: Secrets,
-    edit: Edit | None = None,
+    source: UpstreamResponse, splitter: EventSplitter, held: list[bytes], *, wants_usage: bool, expires: float,
+    idle: float, result: RelayResult, transcript: Transcript, secrets: Secrets, edit: Edit | None = None,
     process: EventProcessor | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client's bytes; return at the stream's clean end, raise UpstreamError at a break.
 
     `process` reads events of another shape than chat chunks (a passed-through Responses stream);
-    such a stream has no transcript and is never continued."""
+    such a stream has no transcript and is never continued. A read of nothing but whole plain deltas
+    (a paced stream's every read) goes out as read; other reads are split and processed event by event."""
+    fast = edit is None and process is None
     clean = False
     try:
-        pending = held
+        pending: list[bytes] | bytes = held
         while True:
-            out: list[bytes] = []
-            try:
-                if process is None:
-                    done = _process(pending, out, result, transcript, wants_usage, edit)
-                else:
-                    done = process(pending, out, result, wants_usage, secrets)
-            except UpstreamError:
+            if isinstance(pending, bytes):
+                yield _sent(pending, result, secrets)
+            else:
+                out: list[bytes] = []
+                try:
+                    done = _events(pending, out, result, transcript, wants_usage, edit, process, secrets)
+                except UpstreamError:
+                    if out:
+                        yield secrets.mask_bytes(b"".join(out))  # what came before the bad event is the client's
+                    raise
                 if out:
-                    yield secrets.mask_bytes(b"".join(out))  # what came before the bad event is still the client's
-                raise
-            if out:
-                if result.first_write_at is None:
-                    result.first_write_at = time.monotonic()
-                # Masked once per read rather than per event: same bytes, one scan.
-                yield secrets.mask_bytes(b"".join(out))
-            if done:
-                result.completed = clean = True
-                return
-            try:
-                data = await _read(source, expires, idle)
-            except UpstreamError:
-                if result.finished:
-                    # Complete apart from the closing marker: finish it for the client now.
-                    result.completed = True
-                    yield DONE_EVENT
-                    return
-                raise
-            if not data:
-                splitter.end()  # raises if it ended inside an event over the size limit
-                if result.finished:
+                    yield _sent(b"".join(out), result, secrets)  # masked once per read: same bytes, one scan
+                if done:
                     result.completed = clean = True
-                    yield DONE_EVENT
                     return
-                raise StreamCut("the upstream stream ended before the answer was complete")
-            pending = splitter.feed(data)
+            try:
+                # Far from the deadline the transport's idle timeout fires first; near it, the deadline bounds it.
+                data = await (source.read_chunk() if expires - time.monotonic() > idle
+                              else _read_by_deadline(source, expires))
+            except UpstreamError:
+                if not result.finished:
+                    raise
+                data = None  # complete apart from the closing marker: finished below, for the client
+            if not data:
+                clean = _ended(data, splitter, result)
+                yield DONE_EVENT
+                return
+            pending = _plain_or_split(data, splitter, result, transcript) if fast else splitter.feed(data)
     finally:
         # Reused only when the body was read to its end; otherwise (client gone, upstream broken)
         # the connection is dropped at once, which is what cancels the upstream's work.
@@ -219,6 +207,43 @@ async def relay(
             source.release()
         else:
             source.close()
+
+
+def _plain_or_split(data: bytes, splitter: EventSplitter, result: RelayResult,
+                    transcript: Transcript) -> list[bytes] | bytes:
+    """A read of whole plain events (chunk.plain_read) as it came, counted and noted unread; else its events."""
+    plain = plain_read(data) if splitter.empty and len(data) <= splitter.max_event else 0
+    if not plain:
+        return splitter.feed(data)
+    result.chunks += plain
+    transcript.add_unread(data)
+    return data
+
+
+def _events(events: list[bytes], out: list[bytes], result: RelayResult, transcript: Transcript, wants_usage: bool,
+            edit: Edit | None, process: EventProcessor | None, secrets: Secrets) -> bool:
+    """Append what the client should get of `events` to `out`; True once the upstream's stream is complete."""
+    if process is None:
+        return _process(events, out, result, transcript, wants_usage, edit)
+    return process(events, out, result, wants_usage, secrets)
+
+
+def _sent(data: bytes, result: RelayResult, secrets: Secrets) -> bytes:
+    """`data` as the client gets it (secrets masked), noting when the first bytes went out."""
+    if result.first_write_at is None:
+        result.first_write_at = time.monotonic()
+    return secrets.mask_bytes(data)
+
+
+def _ended(data: bytes | None, splitter: EventSplitter, result: RelayResult) -> bool:
+    """The upstream's stream ended (b"") or broke (None) after its finish: the relay ends it with [DONE]
+    and returns whether the connection may be reused. Ending before the finish is a StreamCut."""
+    if data is not None:
+        splitter.end()  # raises if it ended inside an event over the size limit
+        if not result.finished:
+            raise StreamCut("the upstream stream ended before the answer was complete")
+    result.completed = True
+    return data is not None
 
 
 def _process(events: list[bytes], out: list[bytes], result: RelayResult, transcript: Transcript,
@@ -277,13 +302,10 @@ def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript
     return False
 
 
-async def _read(source: UpstreamResponse, expires: float, idle: float) -> bytes:
-    remaining = expires - time.monotonic()
-    if remaining > idle:
-        return await source.read_chunk()  # the transport's idle timeout fires first
-    # Near the deadline, bound the read by it.
+async def _read_by_deadline(source: UpstreamResponse, expires: float) -> bytes:
+    """A read near the deadline, bounded by it (further off, the transport's idle timeout fires first)."""
     try:
-        async with asyncio.timeout(max(0.0, remaining)):
+        async with asyncio.timeout(max(0.0, expires - time.monotonic())):
             return await source.read_chunk()
     except TimeoutError:
         raise UpstreamTimeout("the request deadline ran out mid-stream", phase="deadline") from None

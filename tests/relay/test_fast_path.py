@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.relay.chunk import interpret, plain_runs
+from gateway.relay.chunk import interpret, plain_read, plain_runs
 from gateway.relay.sse import event_data
 from gateway.relay.stream import Transcript
 
@@ -116,6 +116,37 @@ def test_nothing_the_parser_would_act_on_is_ever_let_through_unread() -> None:
                 chunk = interpret(event_data(one) or b"")
                 assert chunk.finish_reason is None and chunk.usage is None and chunk.error is None, one
     assert unread > 300, "the cases exercise the fast path, not only the parser"
+
+
+def test_a_whole_read_goes_out_as_read_only_when_every_event_in_it_would() -> None:
+    rng = random.Random(16)
+    whole = 0
+    for _ in range(300):
+        events = [_random_event(rng) for _ in range(rng.randint(1, 6))]
+        read = b"\n\n".join(events) + b"\n\n"
+        every = all(plain for _, plain in plain_runs(events))
+        assert plain_read(read) == (len(events) if every else 0), read
+        whole += every
+        assert plain_read(read[:-1]) == 0 and plain_read(read[:-2]) == 0, "a read ending inside an event"
+    assert whole > 30, "the cases exercise whole plain reads"
+
+
+def test_a_read_of_another_shape_is_split_and_read() -> None:
+    a, b = event([delta("a")]), event([delta("b")])
+    assert plain_read(a + b"\n\n" + b + b"\n\n") == 2
+    for odd in (a + b"\n\n\n\n" + b + b"\n\n", a + b"\r\n\r\n", a + b"\n\n: keep-alive\n\n" + b + b"\n\n",
+                a + b"\n\ndata: [DONE]\n\n", a + b"\n" + b + b"\n\n", b"\n\n" + a + b"\n\n"):
+        assert plain_read(odd) == 0, odd
+
+
+def test_unread_reads_keep_their_blank_lines_and_read_the_same() -> None:
+    events = [event([delta("", role="assistant")]), event([delta("Hel")]), event([delta("lo")])]
+    parsed, unread = Transcript(), Transcript()
+    _sent(parsed, events, unread=False)
+    for one in events:
+        unread.add_unread(one + b"\n\n")  # as the relay keeps a whole plain read
+    assert (unread.text, unread.tool, unread.untextual, unread.first) == \
+        (parsed.text, parsed.tool, parsed.untextual, parsed.first) == ("Hello", False, False, parsed.first)
 
 
 def _sent(transcript: Transcript, events: list[bytes], unread: bool) -> None:

@@ -1,0 +1,57 @@
+"""A stream whose events arrive one read at a time (a real model's pace), through the gateway.
+
+Each such read of plain deltas goes out as it was read (relay.stream, chunk.plain_read): these
+check that nothing the slow path did is lost on the way: every delta in order, the upstream's
+secrets masked, the finish and usage still found, and the unread text still there for a
+continuation after a cut. The fake upstream pauses between events so they arrive apart; what is
+asserted holds however the reads fall.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.conftest import GatewayFactory, sse_events
+from tests.failover.test_continuation import TEXT, prefill_of, read_stream
+from tests.failover.test_scenarios import ASK, SECRET, gateway
+from tests.fakes.upstream import FakeUpstream, chunk, cut, ok, pause, stream
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+def paced(*events: object) -> list[object]:
+    out: list[object] = []
+    for event in events:
+        out += [event, pause(0.02)]
+    return out
+
+
+async def test_paced_plain_deltas_reach_the_client_masked_with_finish_and_usage(
+        start_gateway: GatewayFactory) -> None:
+    words = ["Hel", "lo ", f"key {SECRET} ", "there"]
+    async with FakeUpstream() as up:
+        up.script(stream(paced(chunk(role="assistant", content=""), *(chunk(content=w) for w in words),
+                               chunk(finish_reason="stop"), {"choices": [], "usage": USAGE})))
+        gw = await gateway(start_gateway, up)
+        response = await gw.chat({"model": "acme/m1", "stream": True, "stream_options": {"include_usage": True},
+                                  **ASK})
+        assert response.status_code == 200
+        assert SECRET not in response.text, "a secret in a delta sent as read is masked all the same"
+        events = sse_events(response.text)
+        assert events[-1] == "[DONE]"
+        chunks = [orjson.loads(e) for e in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert text == "Hello key *** there"
+        assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["usage"] == USAGE
+
+
+async def test_a_paced_stream_cut_after_plain_reads_continues_from_the_text_sent(
+        start_gateway: GatewayFactory) -> None:
+    async with FakeUpstream() as up:
+        up.script(stream(paced(chunk(role="assistant", content=""), chunk(content="one"), chunk(content=" two"),
+                               cut()), done=False),
+                  ok(TEXT))
+        gw = await gateway(start_gateway, up)
+        text, _, events = await read_stream(gw)
+        assert prefill_of(up, 1) == "one two", "the continuation was given the text of the unread reads"
+        assert text == TEXT and events[-1] == "[DONE]"
