@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -142,10 +143,10 @@ class ManagedKeys:
         self.names = frozenset(r.name for r in records)
         self._generation = generation
 
-    async def poll(self) -> None:
+    async def poll(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """Run until cancelled: pick up changes made by other workers, the CLI or /admin."""
         while True:
-            await asyncio.sleep(POLL_SECONDS)
+            await sleep(POLL_SECONDS)
             try:
                 await self.refresh()
             except Exception:  # a busy or briefly unreadable store: keep the last view, try again
