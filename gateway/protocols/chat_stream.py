@@ -20,7 +20,10 @@ from gateway.relay.sse import DONE, event_data
 class ChatStreamTranslator(ABC):
     """Chat SSE events in (each without its blank line), another protocol's SSE events out, in order."""
 
-    __slots__ = ()
+    # set by each translation's __init__: whether the answer's opening events went out, the last usage seen
+    __slots__ = ("_started", "_usage")
+    _started: bool
+    _usage: dict[str, Any] | None
 
     def feed(self, event: bytes) -> list[bytes]:
         """This protocol's events for one chat SSE event as the relay writes it."""
@@ -35,15 +38,27 @@ class ChatStreamTranslator(ABC):
             chunk = None
         if event.startswith(b"event: error") or not isinstance(chunk, dict) or chunk.get("error"):
             return self.failed(chunk)
-        return self.chunk(chunk)
+        # What every translation does first with a chunk, inline (no call per chunk): open the answer on
+        # the first one, keep the last usage seen.
+        out: list[bytes] = []
+        if not self._started:
+            self._start(chunk, out)
+        if chunk.get("usage"):
+            self._usage = chunk["usage"]
+        self.chunk(chunk, out)
+        return out
+
+    @abstractmethod
+    def _start(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
+        """Append this protocol's opening events, from the first chunk (or {} if there was none)."""
 
     @abstractmethod
     def keep_alive(self, event: bytes) -> list[bytes]:
         """A comment-only event: this protocol's keep-alive."""
 
     @abstractmethod
-    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
-        """One chat chunk."""
+    def chunk(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
+        """Append the events one chat chunk means (after the answer's opening and its usage are taken)."""
 
     @abstractmethod
     def done(self) -> list[bytes]:

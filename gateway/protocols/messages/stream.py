@@ -37,7 +37,7 @@ def sse(kind: bytes, body: dict[str, Any]) -> bytes:
 class StreamTranslator(ChatStreamTranslator):
     """Chat chunks in (each a parsed chunk), Messages SSE events out, in order, block by block."""
 
-    __slots__ = ("_block", "_id", "_index", "_model", "_reason", "_started", "_text_prefix", "_tools", "_usage")
+    __slots__ = ("_block", "_id", "_index", "_model", "_reason", "_text_prefix", "_tools")
 
     def __init__(self, model: str) -> None:
         self._model = model
@@ -56,12 +56,7 @@ class StreamTranslator(ChatStreamTranslator):
     def failed(self, body: Any) -> list[bytes]:
         return [stream_error(body)]
 
-    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
-        out: list[bytes] = []
-        if not self._started:
-            self._start(chunk, out)
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
+    def chunk(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -79,7 +74,6 @@ class StreamTranslator(ChatStreamTranslator):
             if choice.get("finish_reason"):
                 self._close(out)
                 self._reason = stop_reason(choice["finish_reason"])
-        return out
 
     def done(self) -> list[bytes]:
         """The chat stream finished: close the message as Anthropic does."""

@@ -59,12 +59,7 @@ class StreamTranslator(ChatStreamTranslator):
     def keep_alive(self, event: bytes) -> list[bytes]:
         return [event + b"\n\n"]  # a comment is a keep-alive in any SSE stream
 
-    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
-        out: list[bytes] = []
-        if not self._started:
-            self._start(chunk, out)
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
+    def chunk(self, chunk: Mapping[str, Any], out: list[bytes]) -> None:
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             thought = delta.get("reasoning_content") or delta.get("reasoning")
@@ -76,7 +71,6 @@ class StreamTranslator(ChatStreamTranslator):
                 self._tool_call(call, out)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
-        return out
 
     def done(self) -> list[bytes]:
         """The chat stream finished: close every item and the response."""
