@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 START_TIMEOUT = 30.0  # seconds; a cold initdb + start under a loaded 2-core machine takes ~2 s
@@ -87,6 +88,55 @@ class _Process:
         self.process = None
 
 
+class _Server:
+    """What both servers share: one process on 127.0.0.1:`port` whose kill() is a crash and whose start()
+    comes back on the same port and files."""
+
+    port: int
+    _proc: _Process
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._proc.running
+
+    def ensure_running(self) -> None:
+        """A test may have killed the shared server: bring it back before the next one uses it."""
+        if not self.running:
+            self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the server and its children at once: a crash; clients see dropped connections until start()."""
+        self._proc.kill()
+        _wait_closed(self.port, 10)
+
+    def restart(self) -> None:
+        """kill() then start() on the same port and files."""
+        self.kill()
+        self.start()
+
+    async def akill(self) -> None:
+        await asyncio.to_thread(self.kill)
+
+    async def astart(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    def _spawn(self, argv: list[str], ready: Callable[[], bool], timeout: float, late: str,
+               env: dict[str, str] | None = None) -> None:
+        """Start the process and wait until `ready()`; one that exits, or is not ready within `timeout`
+        (then killed), fails the test with `late` and the tail of its log."""
+        self._proc.spawn(argv, env=env)
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self._proc.check_alive()
+            if time.monotonic() > deadline:
+                self._proc.kill()
+                raise AssertionError(f"{late} within {timeout} s:\n{self._proc.tail()}")
+            time.sleep(POLL)
+
+
 # ---------------------------------------------------------------------------------------------- Redis
 
 def redis_binary() -> str | None:
@@ -107,7 +157,7 @@ def _resp(port: int, *words: str, timeout: float = 1.0) -> bytes:
         return reply.strip()
 
 
-class RedisServer:
+class RedisServer(_Server):
     """redis-server on 127.0.0.1:`port` with its files in `directory`; no persistence unless asked.
 
     `kill()` is a crash (SIGKILL); `start()` after it comes back on the same port and directory
@@ -126,42 +176,17 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
     def start(self, timeout: float = START_TIMEOUT) -> None:
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
                 "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"]
-        self._proc.spawn(argv)
-        deadline = time.monotonic() + timeout
-        while True:
-            self._proc.check_alive()
-            try:
-                if _resp(self.port, "PING") == b"+PONG":
-                    return
-            except OSError:
-                pass  # not listening yet (or -LOADING an append-only file)
-            if time.monotonic() > deadline:
-                self._proc.kill()
-                raise AssertionError(f"redis-server did not answer PING within {timeout} s:\n{self._proc.tail()}")
-            time.sleep(POLL)
+        self._spawn(argv, self._answers_ping, timeout, "redis-server did not answer PING")
 
-    def ensure_running(self) -> None:
-        """A test may have killed the shared server: bring it back before the next one uses it."""
-        if not self.running:
-            self.start()
-
-    def kill(self) -> None:
-        """SIGKILL: Redis vanishes mid-whatever; clients see connection errors until start()."""
-        self._proc.kill()
-        _wait_closed(self.port, 10)
-
-    def restart(self) -> None:
-        """kill() then start() on the same port and directory."""
-        self.kill()
-        self.start()
+    def _answers_ping(self) -> bool:
+        try:
+            return _resp(self.port, "PING") == b"+PONG"
+        except OSError:
+            return False  # not listening yet (or -LOADING an append-only file)
 
     def stop(self) -> None:
         self._proc.terminate()
@@ -174,12 +199,6 @@ class RedisServer:
     def command(self, *words: str) -> bytes:
         """One raw command (its first reply line), for tests that look inside without a client."""
         return _resp(self.port, *words)
-
-    async def akill(self) -> None:
-        await asyncio.to_thread(self.kill)
-
-    async def astart(self) -> None:
-        await asyncio.to_thread(self.start)
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL
@@ -211,7 +230,7 @@ def _drop_privileges() -> list[str]:
     return [setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", "--"]
 
 
-class PostgresServer:
+class PostgresServer(_Server):
     """A PostgreSQL cluster (initdb once) on 127.0.0.1:`port`, superuser `postgres`, trust auth, durability
     off towards the disk (fsync=off: the tests measure the gateway, not the disk; a killed process still
     loses no acknowledged commit, since synchronous_commit stays on and the OS keeps what was written).
@@ -240,10 +259,6 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
     def init(self) -> None:
         """initdb (once per data directory)."""
         prefix = _drop_privileges()
@@ -269,15 +284,9 @@ class PostgresServer:
                 "-c", "fsync=off", "-c", "full_page_writes=off",
                 "-c", "max_connections=200", "-c", "shared_buffers=32MB", "-c", "log_min_messages=warning",
                 "-c", "log_min_error_statement=panic"]  # tests provoke errors; the log need not list them
-        self._proc.spawn(argv, env=self._env())
         # The server announces readiness in its log (once per start, also after crash recovery).
-        deadline = time.monotonic() + timeout
-        while self._log_count(self.READY) <= ready_before:
-            self._proc.check_alive()
-            if time.monotonic() > deadline:
-                self._proc.kill()
-                raise AssertionError(f"postgres not ready within {timeout} s:\n{self._proc.tail()}")
-            time.sleep(POLL)
+        self._spawn(argv, lambda: self._log_count(self.READY) > ready_before, timeout, "postgres not ready",
+                    env=self._env())
 
     def _log_count(self, text: bytes) -> int:
         return self._proc.log.read_bytes().count(text) if self._proc.log.exists() else 0
@@ -285,19 +294,6 @@ class PostgresServer:
     def _env(self) -> dict[str, str]:
         # C locale: initdb must not depend on which locales the machine generated.
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
-
-    def ensure_running(self) -> None:
-        if not self.running:
-            self.start()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and every backend at once: a crash; clients see dropped connections."""
-        self._proc.kill()
-        _wait_closed(self.port, 10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT: disconnect clients, checkpoint, exit), then remove our files."""
@@ -336,9 +332,3 @@ class PostgresServer:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await connection.close()
-
-    async def akill(self) -> None:
-        await asyncio.to_thread(self.kill)
-
-    async def astart(self) -> None:
-        await asyncio.to_thread(self.start)
