@@ -55,51 +55,65 @@ def answer(payload: Mapping[str, Any], dialect: str = "chat") -> EchoResponse:
     if dialect == "embeddings":
         return _embeddings(payload)
     if dialect != "chat":
-        error = {"error": {"message": f"echo does not speak {dialect}", "type": "invalid_request_error",
-                           "code": "unsupported", "param": None}}
-        response = EchoResponse([orjson.dumps(error)], _HEADERS)
-        response.status = 404
-        return response
+        return _unsupported(dialect)
     messages = payload.get("messages") or []
-    model = str(payload.get("model", "echo"))
-    stream = bool(payload.get("stream"))
-    options = payload.get("stream_options")
-    with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     text, call = _reply(messages, payload.get("tools"), payload.get("tool_choice"))
     words = _WORDS.findall(text) if text else []
     prompt_tokens = sum(len(_text(m)) for m in messages if isinstance(m, dict)) // 4 + len(messages)
     completion_tokens = max(len(words), 1 if call else 0)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
-    ident = "chatcmpl-echo-" + hashlib.sha256(orjson.dumps(messages)).hexdigest()[:16]
-    created = int(time.time())
-    finish = "tool_calls" if call else "stop"
-    if not stream:
-        message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
-        if call:
-            message["tool_calls"] = [call]
-        body = {"id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
-        return EchoResponse([orjson.dumps(body)], _HEADERS)
+    head = {"id": "chatcmpl-echo-" + hashlib.sha256(orjson.dumps(messages)).hexdigest()[:16],
+            "object": "chat.completion", "created": int(time.time()), "model": str(payload.get("model", "echo"))}
+    if not payload.get("stream"):
+        return _whole(head, text, call, usage)
+    options = payload.get("stream_options")
+    with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    return _streamed({**head, "object": "chat.completion.chunk"}, words, call, usage if with_usage else None)
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        event = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
-        return b"data: " + orjson.dumps(event) + b"\n\n"
 
-    chunks = [chunk({"role": "assistant", "content": ""})]
+def _unsupported(dialect: str) -> EchoResponse:
+    error = {"error": {"message": f"echo does not speak {dialect}", "type": "invalid_request_error",
+                       "code": "unsupported", "param": None}}
+    response = EchoResponse([orjson.dumps(error)], _HEADERS)
+    response.status = 404
+    return response
+
+
+def _whole(head: dict[str, Any], text: str, call: dict[str, Any] | None, usage: dict[str, int]) -> EchoResponse:
+    """The answer as one chat completion (`head`: its id, object, created and model)."""
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
     if call:
-        head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
-        chunks.append(chunk({"tool_calls": [{"index": 0, **head}]}))
-        chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
-    chunks.extend(chunk({"content": word}) for word in words)
-    chunks.append(chunk({}, finish))
-    if with_usage:
-        tail = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [], "usage": usage}
-        chunks.append(b"data: " + orjson.dumps(tail) + b"\n\n")
+        message["tool_calls"] = [call]
+    finish = "tool_calls" if call else "stop"
+    body = {**head, "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+    return EchoResponse([orjson.dumps(body)], _HEADERS)
+
+
+def _streamed(head: dict[str, Any], words: list[str], call: dict[str, Any] | None,
+              usage: dict[str, int] | None) -> EchoResponse:
+    """The answer as chat chunks: the role, the tool call in two pieces, a word a chunk, the finish, the
+    usage when asked for, [DONE]."""
+    chunks = [_chunk(head, {"role": "assistant", "content": ""})]
+    if call:
+        first = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        chunks.append(_chunk(head, {"tool_calls": [{"index": 0, **first}]}))
+        rest = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+        chunks.append(_chunk(head, {"tool_calls": [rest]}))
+    chunks.extend(_chunk(head, {"content": word}) for word in words)
+    chunks.append(_chunk(head, {}, "tool_calls" if call else "stop"))
+    if usage is not None:
+        chunks.append(_event({**head, "choices": [], "usage": usage}))
     chunks.append(b"data: [DONE]\n\n")
     return EchoResponse(chunks, _STREAM_HEADERS)
+
+
+def _chunk(head: dict[str, Any], delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    return _event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+
+def _event(body: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 def _embeddings(payload: Mapping[str, Any]) -> EchoResponse:
