@@ -30,8 +30,11 @@ class Worker:
         self._name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None  # started on first use: after a fork, in the process using it
+        self._closed = False
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
+        if self._closed:  # nothing queued behind close() could ever be answered
+            raise RuntimeError(f"{self._name}: closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if self._thread is None:
@@ -42,7 +45,8 @@ class Worker:
         return await future
 
     def close(self) -> None:
-        """Finish what was handed over, then stop the thread (blocks until it has)."""
+        """Finish what was handed over, then stop the thread (blocks until it has); run() refuses after."""
+        self._closed = True
         if self._thread is not None:
             self._jobs.put(None)
             self._thread.join()

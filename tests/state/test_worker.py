@@ -52,6 +52,9 @@ async def test_a_job_whose_caller_stopped_waiting_still_runs_and_close_finishes_
         worker.close()
     assert done == ["abandoned", "queued", "at close"]
     last.cancel()
+    with pytest.raises(RuntimeError, match="closed"):  # as an executor after shutdown: never a silent hang
+        await worker.run(done.append, "after close")
+    assert done == ["abandoned", "queued", "at close"]
 
 
 def test_one_worker_serves_one_event_loop_after_another() -> None:
