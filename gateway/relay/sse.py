@@ -24,13 +24,14 @@ class EventSplitter:
     event larger than `max_event` bytes is refused: the upstream is not speaking SSE sanely.
     """
 
-    __slots__ = ("_parts", "_size", "_tail", "max_event")
+    __slots__ = ("_parts", "_size", "_tail", "empty", "max_event")
 
     def __init__(self, max_event: int = 8 * 1024 * 1024) -> None:
         self._parts: list[bytes] = []
         self._size = 0
         self._tail = b""  # the last bytes kept: a blank line may start in them and end in the next read
         self.max_event = max_event
+        self.empty = True  # no bytes of an unfinished event are kept: the next read starts a new event
 
     def feed(self, data: bytes) -> list[bytes]:
         """The events that `data` completes. An event over the limit raises UpstreamProtocolError, at once
@@ -48,6 +49,7 @@ class EventSplitter:
         events = buffer.split(b"\n\n")
         rest = events.pop()
         self._parts, self._size, self._tail = ([rest], len(rest), rest[-3:]) if rest else ([], 0, b"")
+        self.empty = not rest
         if len(buffer) > self.max_event and any(len(e) > self.max_event for e in events):
             self._refuse()
         if b"" in events:  # a scan in C; blank events (runs of blank lines) are rare
@@ -63,11 +65,6 @@ class EventSplitter:
 
     def _refuse(self) -> None:
         raise UpstreamProtocolError(f"the upstream sent a stream event larger than {self.max_event} bytes")
-
-    @property
-    def empty(self) -> bool:
-        """No bytes of an unfinished event are kept: the next read starts a new event."""
-        return not self._parts
 
     @property
     def pending(self) -> bytes:

@@ -172,8 +172,8 @@ async def relay(
     try:
         pending: list[bytes] | bytes = held
         while True:
-            if isinstance(pending, bytes):
-                yield _sent(pending, result, secrets)
+            if isinstance(pending, bytes):  # a read of plain deltas
+                yield _sent(pending, result, secrets) if result.first_write_at is None else secrets.mask_bytes(pending)
             else:
                 out: list[bytes] = []
                 try:
