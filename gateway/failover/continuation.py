@@ -81,7 +81,9 @@ async def client_stream(
     executor: Executor, served: Served, *, wants_usage: bool, result: RelayResult, recover: bool,
     process: EventProcessor | None, failure: Callable[[dict[str, Any]], bytes],
 ) -> AsyncGenerator[bytes, None]:
-    """The client's stream: relay the served attempt; after a break, continue it or end it."""
+    """The client's stream: relay the served attempt; after a break, continue it or end it.
+
+    Each piece the relay yields is yielded on as it is: the steps around it run once per segment."""
     run = served.run
     recover = recover and process is None
     # A stream that can never be continued need not keep what it sent.
@@ -95,38 +97,23 @@ async def client_stream(
             before = result.chunks
             result.usage = None
             error: UpstreamError | None = None
-            secrets = segment.target.endpoint.secrets
-            pieces = relay(segment.opened.response, segment.opened.splitter, segment.opened.held,
-                           wants_usage=wants_usage, expires=run.deadline.expires, idle=segment.target.timeouts.idle,
-                           result=result, transcript=transcript, secrets=secrets, edit=splice, process=process)
+            pieces = _relay(segment, run.deadline.expires, wants_usage, result, transcript, splice, process)
             try:
                 async with contextlib.aclosing(pieces):
                     async for piece in pieces:
                         yield piece
             except UpstreamError as exc:
                 error = exc
-                error.mask(secrets.mask)
+                error.mask(segment.target.endpoint.secrets.mask)
             except asyncio.CancelledError:
                 if not consume_cut():
                     raise
-                # The drain deadline (SIGTERM): the client learns the answer is incomplete, in its
-                # protocol's own error event, never a silent cut; no verdict on the upstream.
-                shutting_down = ShuttingDown()
-                result.error_type = shutting_down.code
-                yield failure(shutting_down.to_body())
+                yield _shutting_down(result, failure)
                 return
-            segment.chunks = result.chunks - before
-            segment.usage = Usage.from_openai(result.usage) if result.usage else None
-            # A replay that came out different is not the upstream's fault: no verdict on it.
-            verdict = None if isinstance(error, ReplayDiverged) else error
-            executor.settle(segment.ticket, verdict, completed=result.completed)
-            segment.settled = True
+            _settle(executor, segment, result, before, error)
             if error is None:
                 break
-            if isinstance(error, MalformedEvent):
-                metrics.stream_event_dropped(segment.target.provider_id)
-            reason = _declines(error, transcript, result, segment.target, recover)
-            opened = None if reason else await _reopen(executor, served, transcript, state)
+            opened = await _continue(executor, served, transcript, state, result, error, recover)
             if opened is None:
                 result.error_type = error.error_type
                 yield failure(error.to_body())
@@ -135,10 +122,54 @@ async def client_stream(
         if len(state.segments) > 1:
             result.usage = _total(state.segments, run.body_size).to_openai()
     finally:
-        for segment in state.segments:
-            if not segment.settled:  # the client left: no verdict on the upstream
-                segment.opened.response.close()
-                executor.settle(segment.ticket, None, completed=False)
+        _abandon(executor, state)
+
+
+def _relay(segment: Segment, expires: float, wants_usage: bool, result: RelayResult, transcript: Transcript,
+           splice: Splice | None, process: EventProcessor | None) -> AsyncGenerator[bytes, None]:
+    """The relay of one segment's attempt."""
+    opened, target = segment.opened, segment.target
+    return relay(opened.response, opened.splitter, opened.held, wants_usage=wants_usage, expires=expires,
+                 idle=target.timeouts.idle, result=result, transcript=transcript, secrets=target.endpoint.secrets,
+                 edit=splice, process=process)
+
+
+def _shutting_down(result: RelayResult, failure: Callable[[dict[str, Any]], bytes]) -> bytes:
+    """The drain deadline (SIGTERM) cut the stream: the client learns the answer is incomplete, in its
+    protocol's own error event, never a silent cut; no verdict on the upstream."""
+    shutting_down = ShuttingDown()
+    result.error_type = shutting_down.code
+    return failure(shutting_down.to_body())
+
+
+def _settle(executor: Executor, segment: Segment, result: RelayResult, before: int,
+            error: UpstreamError | None) -> None:
+    """A segment ended: what it contributed, and its target's verdict."""
+    segment.chunks = result.chunks - before
+    segment.usage = Usage.from_openai(result.usage) if result.usage else None
+    # A replay that came out different is not the upstream's fault: no verdict on it.
+    verdict = None if isinstance(error, ReplayDiverged) else error
+    executor.settle(segment.ticket, verdict, completed=result.completed)
+    segment.settled = True
+
+
+async def _continue(executor: Executor, served: Served, transcript: Transcript, state: _State, result: RelayResult,
+                    error: UpstreamError, recover: bool) -> Segment | None:
+    """After a break: the next segment, or None when this break is not continued (or nothing opened)."""
+    segment = state.segments[-1]
+    if isinstance(error, MalformedEvent):
+        metrics.stream_event_dropped(segment.target.provider_id)
+    if _declines(error, transcript, result, segment.target, recover):
+        return None
+    return await _reopen(executor, served, transcript, state)
+
+
+def _abandon(executor: Executor, state: _State) -> None:
+    """Segments not settled when the stream ends: the client left. No verdict on their upstreams."""
+    for segment in state.segments:
+        if not segment.settled:
+            segment.opened.response.close()
+            executor.settle(segment.ticket, None, completed=False)
 
 
 def _declines(error: UpstreamError, transcript: Transcript, result: RelayResult, target: Target,
