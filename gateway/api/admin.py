@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.errors import BadRequest, ClientError, GatewayError, NotFound, PayloadTooLarge
+from gateway.api.request_body import read_bounded
+from gateway.errors import BadRequest, ClientError, GatewayError, NotFound
 from gateway.runtime import Runtime
 from gateway.state.store import KeyExists, KeyMissing, StateError, StateUnavailable, UsageQuery
 from gateway.teams import manage
@@ -60,14 +61,7 @@ def _authorised(request: Request) -> tuple[Runtime, Teams]:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > _MAX_BODY:
-        raise PayloadTooLarge(f"Admin request bodies are at most {_MAX_BODY} bytes.")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY:
-            raise PayloadTooLarge(f"Admin request bodies are at most {_MAX_BODY} bytes.")
+    raw = await read_bounded(request, _MAX_BODY, f"Admin request bodies are at most {_MAX_BODY} bytes.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -22,8 +22,9 @@ from starlette.types import Send
 
 from gateway.api.chat import parse_object
 from gateway.api.middleware import request_id as request_id_of
+from gateway.api.request_body import read_bounded
 from gateway.api.send import send_json
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
+from gateway.errors import BadRequest, GatewayError, UpstreamError
 from gateway.failover.run import Served
 from gateway.protocols import messages
 from gateway.relay.stream import RelayResult, translate_events
@@ -139,7 +140,9 @@ class CountTokens:
         request_id = request_id_of(request.scope)
         try:
             caller = runtime.auth.authenticate(request.headers)
-            raw = await _bounded_body(request, runtime.settings.server.max_body_bytes)
+            limit = runtime.settings.server.max_body_bytes
+            raw = await read_bounded(request, limit,
+                                     f"The request body is larger than this gateway accepts ({limit} bytes).")
             body = parse_object(raw)
             if not isinstance(body.get("messages"), list):
                 raise BadRequest("`messages` is required and must be a list.", param="messages")
@@ -181,14 +184,3 @@ class CountTokens:
                         media_type="application/json",
                         headers={"x-gateway-token-count": "upstream", "x-gateway-model": target.key})
 
-
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
-    raw = b""
-    async for piece in request.stream():
-        raw += piece
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
-    return raw
