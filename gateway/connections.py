@@ -17,7 +17,8 @@ cheaply and before any request reaches the app:
   a 401 before the body): nothing is read and discarded after it;
 - a connection lost mid-request calls the hook the app put in the request's scope under
   `DISCONNECT_HOOK` (the key is there, None, to say this server offers it): the app learns at once
-  that its client left, without a task per request listening on receive() for it.
+  that its client left, without a task per request listening on receive() for it;
+- every request's cycle is gateway/http_cycle.LeanCycle: uvicorn's send, with less work per answer.
 
 The head and body timeouts share one timer per connection that is moved lazily: a phase (head,
 body) only records its deadline, and the timer, when it fires, re-arms itself for a deadline that
@@ -41,10 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway import metrics
 from gateway.config.schema import ServerSettings
+from gateway.http_cycle import LeanCycle
 from gateway.request_id import HEADER, new_request_id, sane_request_id
 
 log = logging.getLogger("gateway")
@@ -156,6 +158,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._expect(self._body_timeout, self._body_timed_out)
         super().on_headers_complete()
+        cycle = self.cycle
+        if type(cycle) is RequestResponseCycle:  # the request's new cycle (not yet run): send less per answer
+            # uvicorn builds the cycle inside on_headers_complete; its task has not started, so the
+            # class can still change without copying uvicorn's 40 lines here.
+            cycle.__class__ = LeanCycle
         scope: dict[str, Any] = self.scope  # type: ignore[assignment]  # uvicorn's TypedDict knows no extras
         scope[DISCONNECT_HOOK] = None  # offered: the app's task has not run yet
 

@@ -1,0 +1,124 @@
+"""gateway/http_cycle.LeanCycle puts on the wire exactly what uvicorn's own cycle does, for every shape
+of answer: the same app is served by plain uvicorn (httptools) and by the gateway's protocol, and the
+raw bytes each client receives are compared (the `date` header aside)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from gateway import http_cycle
+from gateway.connections import BoundedHttpProtocol
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def answers() -> dict[str, tuple[int, Headers, list[tuple[bytes, bool]]]]:
+    """By path: status, headers, body pieces (bytes, more_body) the app sends."""
+    json = (b"content-type", b"application/json")
+    return {
+        "/json": (200, [json, (b"content-length", b"7"), (b"x-gateway-model", b"m")], [(b'{"a":1}', False)]),
+        "/pieces": (200, [json, (b"content-length", b"7")], [(b'{"a"', True), (b":1}", False)]),
+        "/upper": (200, [(b"Content-Type", b"text/plain"), (b"Content-Length", b"2")], [(b"hi", False)]),
+        "/stream": (200, [(b"content-type", b"text/event-stream")], [(b"data: 1\n\n", True), (b"", True),
+                                                                    (b"data: 2\n\n", True), (b"", False)]),
+        "/stream-last": (200, [(b"content-type", b"text/event-stream")], [(b"a", True), (b"b", False)]),
+        "/chunked": (200, [(b"transfer-encoding", b"chunked")], [(b"abc", False)]),
+        "/empty": (204, [(b"x-gateway-attempts", b"1")], [(b"", False)]),
+        "/close": (200, [(b"content-length", b"2"), (b"connection", b"keep-alive, Close")], [(b"ok", False)]),
+        "/list-pair": (200, [[b"content-length", b"2"], [b"x-gateway-provider", b"p"]], [(b"ok", False)]),  # type: ignore[list-item]
+        "/bad-value": (200, [(b"content-length", b"2"), (b"x-gateway-model", b"a\r\nset-cookie: x")], [(b"ok", False)]),
+        "/bad-name": (200, [(b"content-length", b"2"), (b"x gateway", b"v")], [(b"ok", False)]),
+        "/bad-length": (200, [(b"content-length", b"2 \r\nx: y")], [(b"ok", False)]),
+        "/too-long": (200, [(b"content-length", b"1")], [(b"too long", False)]),
+    }
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    status, headers, pieces = answers()[scope["path"]]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    for body, more in pieces:
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+async def _serve(http: Any) -> tuple[uvicorn.Server, socket.socket]:
+    config = uvicorn.Config(app, http=http, lifespan="off", log_level="critical", access_log=False)
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await server.startup(sockets=[sock])
+    return server, sock
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[int, int]]:
+    plain, plain_sock = await _serve("httptools")
+    lean, lean_sock = await _serve(BoundedHttpProtocol)
+    yield plain_sock.getsockname()[1], lean_sock.getsockname()[1]
+    for server, sock in ((plain, plain_sock), (lean, lean_sock)):
+        server.should_exit = True
+        await server.shutdown(sockets=[sock])
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Everything the server sends after `request` until it closes or goes quiet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    out = b""
+    try:
+        while True:
+            piece = await asyncio.wait_for(reader.read(65536), 0.5)
+            if not piece:
+                break
+            out += piece
+    except TimeoutError:
+        pass  # kept alive: everything arrived
+    writer.close()
+    return re.sub(rb"date: [^\r]*\r\n", b"", out)
+
+
+def request(path: str, method: str = "GET", version: str = "1.1") -> bytes:
+    return f"{method} {path} HTTP/{version}\r\nhost: x\r\n\r\n".encode()
+
+
+CASES = [request(path) for path in answers() if path != "/too-long"] + [
+    request("/json", "HEAD"), request("/json", version="1.0"), request("/stream", version="1.0"),
+    request("/json") + request("/upper") + request("/stream"),  # pipelined on one connection
+]
+
+
+@pytest.mark.parametrize("raw", CASES, ids=[c.split(b"\r\n")[0].decode() for c in CASES])
+async def test_the_wire_is_uvicorns_byte_for_byte(servers: tuple[int, int], raw: bytes) -> None:
+    plain_port, lean_port = servers
+    plain = await exchange(plain_port, raw)
+    lean = await exchange(lean_port, raw)
+    assert lean == plain
+    assert lean.startswith(b"HTTP/1.1 ") or b"/bad-" in raw  # a bad header: both close without a word
+
+
+async def test_a_bad_header_value_never_reaches_the_wire_even_after_a_good_one_was_remembered(
+        servers: tuple[int, int]) -> None:
+    _, lean_port = servers
+    assert b"x-gateway-model: m\r\n" in await exchange(lean_port, request("/json"))
+    assert http_cycle._known[(b"x-gateway-model", b"m")] == b"x-gateway-model: m\r\n"  # remembered now
+    for path in ("/bad-value", "/bad-name", "/bad-length"):
+        assert await exchange(lean_port, request(path)) == b""  # refused: uvicorn closes without an answer
+
+
+async def test_a_body_longer_than_its_length_sends_nothing(servers: tuple[int, int]) -> None:
+    """Where uvicorn sends the head and then closes, the lean cycle (the head waits for the body)
+    closes before writing anything: a client never gets a head whose body cannot follow."""
+    plain_port, lean_port = servers
+    assert (await exchange(plain_port, request("/too-long"))).startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 1")
+    assert await exchange(lean_port, request("/too-long")) == b""
