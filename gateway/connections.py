@@ -47,7 +47,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from gateway import metrics
 from gateway.config.schema import ServerSettings
 from gateway.http_cycle import LeanCycle
-from gateway.request_id import HEADER, new_request_id, sane_request_id
+from gateway.request_id import HEADER, LINE_KEY, new_request_id, sane_request_id
 
 log = logging.getLogger("gateway")
 
@@ -165,6 +165,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             cycle.__class__ = LeanCycle
         scope: dict[str, Any] = self.scope  # type: ignore[assignment]  # uvicorn's TypedDict knows no extras
         scope[DISCONNECT_HOOK] = None  # offered: the app's task has not run yet
+        scope[LINE_KEY] = None  # offered: LeanCycle writes the x-request-id line the middleware leaves here
 
     def on_message_complete(self) -> None:
         self._end_phase()

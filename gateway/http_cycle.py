@@ -13,6 +13,9 @@ gateway/connections.py gives every request) keeps uvicorn's behaviour and change
   meaning to the framing (content-length, transfer-encoding, connection) are never remembered;
   a content-length made of digits needs no expression;
 - the server's default headers (its `date`, replaced once a second) are encoded once per list;
+- the `x-request-id` line comes from the scope, where api/middleware.py leaves it (checked there by
+  gateway/request_id.py's rule, which admits only valid header values), instead of the middleware
+  wrapping send to add a pair to every answer's headers;
 - the head of an answer with a Content-Length is written together with the first piece of its body
   (one syscall): such an answer's body is in hand by the time its head is sent (an endpoint that
   waits between the two would only delay its head). A chunked answer (a stream) writes its head at
@@ -25,10 +28,12 @@ line below; tests/test_http_cycle.py compares the bytes on the wire with plain u
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+from gateway.request_id import LINE_KEY
 
 # Names whose values repeat from answer to answer: a checked pair of these is remembered.
 _REPEATING = frozenset({
@@ -87,15 +92,20 @@ class LeanCycle(RequestResponseCycle):
         if self.access_log:
             self.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(self.scope), self.scope["method"],
                                     get_path_with_query_string(self.scope), self.scope["http_version"], status_code)
-        content = [STATUS_LINE[status_code], _default_lines(self.default_headers)]
-        append = content.append
-        known = _known
-        for pair in message.get("headers", ()):
-            try:
-                line = known.get(pair)
-            except TypeError:  # a pair given as a list (ASGI allows any iterable): not hashable
-                line = None
-            append(self._framing(pair) if line is None else line)
+        pairs = message.get("headers", ())
+        if type(pairs) is not list:
+            pairs = list(pairs)
+        try:  # each pair's remembered line, looked up in C; None where not remembered
+            lines: list[bytes | None] = list(map(_known.get, pairs))
+        except TypeError:  # a pair given as a list (ASGI allows any iterable): not hashable
+            lines = [None] * len(pairs)
+        while None in lines:
+            index = lines.index(None)
+            lines[index] = self._framing(pairs[index])
+        content = [STATUS_LINE[status_code], _default_lines(self.default_headers), *cast(list[bytes], lines)]
+        request_id: bytes | None = self.scope.get(LINE_KEY)  # type: ignore[assignment]  # the middleware's line
+        if request_id is not None:
+            content.append(request_id)
         has_connection_close = self._closes
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")

@@ -10,7 +10,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.catalog.schema import Catalog, Model
@@ -46,15 +46,14 @@ class Target:
     recovery: Literal["continue", "off"] = "continue"  # continue a stream that broke after content?
     prefill: Literal["assistant", "prefix", "none"] = "assistant"  # how it continues an answer
 
-    @property
-    def provider_id(self) -> str:
-        return self.endpoint.provider_id
+    # Read several times per request: plain attributes, set once when the config is loaded.
+    provider_id: str = field(init=False, repr=False, compare=False)  # the endpoint's provider id
+    # Largest prompt the catalog says fits (input limit, else context window); None if unknown.
+    context_limit: int | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def context_limit(self) -> int | None:
-        """Largest prompt the catalog says fits (input limit, else context window); None if unknown."""
-        limit = self.model.limit.input or self.model.limit.context
-        return limit or None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provider_id", self.endpoint.provider_id)
+        object.__setattr__(self, "context_limit", self.model.limit.input or self.model.limit.context or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,3 +122,32 @@ async def test_a_body_longer_than_its_length_sends_nothing(servers: tuple[int, i
     plain_port, lean_port = servers
     assert (await exchange(plain_port, request("/too-long"))).startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 1")
     assert await exchange(lean_port, request("/too-long")) == b""
+
+
+HELLO = b'{"model":"echo/echo","messages":[{"role":"user","content":"hi"}]}'
+GATEWAY_REQUESTS = [
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: req-7\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(HELLO), HELLO),
+    b'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: req-8\r\ncontent-length: 8\r\n\r\nnot json',
+    b'GET /nowhere HTTP/1.1\r\nhost: x\r\nx-request-id: req-9\r\n\r\n',
+    b'GET /v1/models HTTP/1.1\r\nhost: x\r\nx-request-id: ' + b'z' * 200 + b'\r\n\r\n',
+]
+
+
+@pytest.mark.parametrize("raw", GATEWAY_REQUESTS, ids=["answer", "bad-json", "404", "listing-new-id"])
+async def test_the_gateways_answers_carry_the_same_head_under_either_server(
+        start_gateway: Any, raw: bytes) -> None:
+    """Under its own server the middleware leaves the x-request-id line for the cycle to write, under
+    plain uvicorn it appends the pair: the client sees the same head either way."""
+    lean = await start_gateway({})
+    plain = await start_gateway({}, uvicorn_options={"http": "httptools"})
+
+    def head(wire: bytes) -> list[bytes]:
+        lines = wire.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        # A new id differs per request: keep where it is, not what it is.
+        return [b"x-request-id: <new>" if line.startswith(b"x-request-id: ") and b"req-" not in line else line
+                for line in lines]
+
+    lean_head = head(await exchange(int(lean.base_url.rsplit(":", 1)[1]), raw))
+    assert lean_head == head(await exchange(int(plain.base_url.rsplit(":", 1)[1]), raw))
+    assert any(line.startswith(b"x-request-id: ") for line in lean_head)

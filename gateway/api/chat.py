@@ -142,7 +142,13 @@ class Pipeline:
             raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
             body = self._parse(raw, caller, context)
             watched = _Watched(scope, receive, task)
-            await watched.run(self._complete(runtime, caller, body, len(raw), headers, context, send, watched))
+            try:  # no coroutine layer for the watch: each would be paid again on every resume
+                await self._complete(runtime, caller, body, len(raw), headers, context, send, watched)
+            except asyncio.CancelledError:
+                watched.cancelled()  # raises what the cancellation meant, if it was the client or the drain
+                raise
+            finally:
+                watched.disarm()
         except GatewayError as error:
             _note_error(context, error)
             if not context.responding:
@@ -249,7 +255,7 @@ class _ClientGone(Exception):
 
 
 class _Watched:
-    """Runs the request; the client's leaving cancels the work (and with it the upstream request),
+    """Watches the request; the client's leaving cancels the work (and with it the upstream request),
     the moment it happens: a stream's slot (e.g. a concurrency limit) is given back at once.
 
     The gateway's own server (gateway/connections.py) calls a hook in the scope when the connection
@@ -259,7 +265,7 @@ class _Watched:
     (`finishing`), the end of the connection is no longer the client walking away.
     """
 
-    __slots__ = ("_gone", "_receive", "_scope", "_task", "_watcher", "finishing")
+    __slots__ = ("_gone", "_hooked", "_receive", "_scope", "_task", "_watcher", "finishing")
 
     def __init__(self, scope: Scope, receive: Receive, task: asyncio.Task[Any]) -> None:
         self._scope = scope
@@ -268,30 +274,27 @@ class _Watched:
         self._gone = False
         self._watcher: asyncio.Task[None] | None = None
         self.finishing = False
-
-    async def run(self, work: Any) -> None:
-        task = self._task
-        hooked = DISCONNECT_HOOK in self._scope
-        if hooked:
-            self._scope[DISCONNECT_HOOK] = self._left
+        self._hooked = DISCONNECT_HOOK in scope
+        if self._hooked:
+            scope[DISCONNECT_HOOK] = self._left
         else:
             self._watcher = task.get_loop().create_task(self._watch())
-        try:
-            await work
-        except asyncio.CancelledError:
-            if self._gone:
-                task.uncancel()
-                raise _ClientGone from None
-            if consume_cut():
-                # The drain deadline: an answer not yet started gets a 503; a stream cut while its
-                # client was not reading (the relay says so itself otherwise) loses its connection.
-                raise ShuttingDown from None
-            raise
-        finally:
-            if hooked:
-                self._scope[DISCONNECT_HOOK] = None
-            if self._watcher is not None:
-                self._watcher.cancel()
+
+    def cancelled(self) -> None:
+        """The request's task was cancelled: raise _ClientGone if the client left, ShuttingDown at the
+        drain deadline (an answer not yet started gets a 503; a stream cut while its client was not
+        reading, the relay says so itself otherwise, loses its connection); else return (re-raise)."""
+        if self._gone:
+            self._task.uncancel()
+            raise _ClientGone from None
+        if consume_cut():
+            raise ShuttingDown from None
+
+    def disarm(self) -> None:
+        if self._hooked:
+            self._scope[DISCONNECT_HOOK] = None
+        if self._watcher is not None:
+            self._watcher.cancel()
 
     def _left(self) -> None:
         task = self._task

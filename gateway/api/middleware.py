@@ -5,8 +5,9 @@ endpoint can forget either. The request id is the client's `x-request-id` when i
 (at most 128 bytes, no control characters), echoed as the very bytes it came in; otherwise a new
 one. Endpoints read it from the scope (`request_id(scope)`) for their log lines and error bodies,
 and never set the header themselves, so the middleware only appends it (no pass over the answer's
-headers). The request's headers are made a dict once here (`request_headers(scope)`), for the
-middleware and the endpoints alike.
+headers; under the gateway's own server it does not even wrap send: it leaves the header line in
+the scope for the server to write, gateway/http_cycle.py). The request's headers are made a dict
+once here (`request_headers(scope)`), for the middleware and the endpoints alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.request_id import HEADER, new_request_id, sane_request_id
+from gateway.request_id import HEADER, LINE_KEY, new_request_id, sane_request_id
 
 _SCOPE_KEY = "gateway.request_id"
 _HEADERS_KEY = "gateway.headers"
@@ -55,6 +56,10 @@ class RequestId:
         else:
             text = raw.decode("latin-1")
         scope[_SCOPE_KEY] = text
+        if LINE_KEY in scope:  # the gateway's own server writes the header line itself: no wrapper
+            scope[LINE_KEY] = b"%s: %s\r\n" % (HEADER, raw)
+            await self._app(scope, receive, send)
+            return
         header = (HEADER, raw)
 
         async def send_with_id(message: Message) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -26,8 +25,6 @@ from gateway.upstream.formats import Dialect, Leg
 from gateway.upstream.formats.openai_chat import CHAT, completion_events
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.transport import Transport
-
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -61,15 +58,17 @@ async def attempt(
     elif stream:
         # Until the first content arrives, only first_token bounds the wait: never the shorter idle.
         wait = min(timeouts.first_byte, remaining)
-        response = await _deadline_says(
-            transport.send(target.endpoint, payload, connect=timeouts.connect, path=dialect.path,
-                           headers=leg.headers, read=min(first_token, remaining), first_byte=wait),
-            capped=wait < timeouts.first_byte)
+        try:
+            response = await transport.send(target.endpoint, payload, connect=timeouts.connect, path=dialect.path,
+                                            headers=leg.headers, read=min(first_token, remaining), first_byte=wait)
+        except UpstreamTimeout as error:
+            raise _deadline_says(error, capped=wait < timeouts.first_byte) from None
     else:
-        response = await _deadline_says(
-            transport.send(target.endpoint, payload, connect=timeouts.connect, path=dialect.path,
-                           headers=leg.headers, read=total, total=total),
-            capped=total < timeouts.response)
+        try:
+            response = await transport.send(target.endpoint, payload, connect=timeouts.connect, path=dialect.path,
+                                            headers=leg.headers, read=total, total=total)
+        except UpstreamTimeout as error:
+            raise _deadline_says(error, capped=total < timeouts.response) from None
     try:
         if response.status >= 400:
             raw = await _read_whole(response, limits.max_error_bytes, stream, target, deadline)
@@ -78,8 +77,10 @@ async def attempt(
         if stream and is_event_stream(response.headers.get("content-type", "")):
             return await _first_content(target, dialect, response, deadline, first_token,
                                         EventSplitter(limits.max_event_bytes))
-        raw = await _deadline_says(_read_whole(response, limits.max_answer_bytes, stream, target, deadline),
-                                   capped=total < timeouts.response)
+        try:
+            raw = await _read_whole(response, limits.max_answer_bytes, stream, target, deadline)
+        except UpstreamTimeout as error:
+            raise _deadline_says(error, capped=total < timeouts.response) from None
         return _whole_answer(target, dialect, response, raw, stream)
     except BaseException:
         response.close()
@@ -130,15 +131,14 @@ async def _first_content(target: Target, dialect: Dialect, response: UpstreamRes
                               phase="first_token") from None
 
 
-async def _deadline_says(work: Awaitable[T], *, capped: bool) -> T:
-    """Await `work`; a timeout that fired only because the deadline shortened it is the deadline's."""
-    try:
-        result = await work
-    except UpstreamTimeout as error:
-        if capped:
-            raise UpstreamTimeout(f"the request deadline ran out ({error.message})", phase="deadline") from None
-        raise
-    return result
+def _deadline_says(error: UpstreamTimeout, *, capped: bool) -> UpstreamTimeout:
+    """A timeout that fired only because the deadline shortened it is the deadline's.
+
+    (Called in an `except` around each await rather than wrapping the await in a coroutine of its
+    own: a coroutine layer is paid again on every resume of the request.)"""
+    if capped:
+        return UpstreamTimeout(f"the request deadline ran out ({error.message})", phase="deadline")
+    return error
 
 
 def _whole_answer(target: Target, dialect: Dialect, response: UpstreamResponse, raw: bytes,

@@ -70,6 +70,10 @@ class Served:
     run: Run
     leg: Leg
     executor: Executor
+    target: Target = field(init=False)  # opened.target (read several times per request)
+
+    def __post_init__(self) -> None:
+        self.target = self.opened.target
 
     @property
     def response(self) -> UpstreamResponse:
@@ -84,10 +88,6 @@ class Served:
         a broken stream, from an OpenAI error body."""
         return self.executor.stream(self, wants_usage=wants_usage, result=result, recover=recover,
                                     process=process, failure=failure)
-
-    @property
-    def target(self) -> Target:
-        return self.opened.target
 
     @property
     def attempts(self) -> list[Attempt]:

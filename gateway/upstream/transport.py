@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
 
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
@@ -80,6 +81,7 @@ class Transport:
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float, float, float | None], aiohttp.ClientTimeout] = {}
+        self._urls: dict[tuple[str, str], URL] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -112,7 +114,7 @@ class Transport:
         """
         assert self._session is not None, "Transport.start() was not awaited"
         timeout = self._timeout(connect, read, total)
-        url = endpoint.base_url + path
+        url = self._url(endpoint.base_url, path)
         sent = {**endpoint.headers, **headers} if headers else endpoint.headers
         try:
             if first_byte is None:
@@ -139,6 +141,16 @@ class Transport:
             raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering: "
                                        f"{_reason(exc)}") from None
         return HttpResponse(response)
+
+    def _url(self, base: str, path: str) -> URL:
+        """The parsed URL (aiohttp would parse the string again on every request)."""
+        key = (base, path)
+        url = self._urls.get(key)
+        if url is None:
+            url = URL(base + path)
+            if len(self._urls) < 1024:  # bases come from the config and paths from the dialects: few
+                self._urls[key] = url
+        return url
 
     def _timeout(self, connect: float, read: float, total: float | None) -> aiohttp.ClientTimeout:
         key = (connect, read, total)
