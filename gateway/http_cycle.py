@@ -28,7 +28,7 @@ line below; tests/test_http_cycle.py compares the bytes on the wire with plain u
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
@@ -102,7 +102,7 @@ class LeanCycle(RequestResponseCycle):
         while None in lines:
             index = lines.index(None)
             lines[index] = self._framing(pairs[index])
-        content = [STATUS_LINE[status_code], _default_lines(self.default_headers), *cast(list[bytes], lines)]
+        content: list[Any] = [STATUS_LINE[status_code], _default_lines(self.default_headers), *lines]
         request_id: bytes | None = self.scope.get(LINE_KEY)  # type: ignore[assignment]  # the middleware's line
         if request_id is not None:
             content.append(request_id)

@@ -323,7 +323,8 @@ def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
         named = [(b"x-gateway-provider", key[0].encode()), (b"x-gateway-model", key[1].encode())]
         if len(_TARGET_HEADERS) < 4096:  # targets come from the config: bounded, but never grow for ever
             _TARGET_HEADERS[key] = named
-    attempts = sum(1 for a in served.attempts if a.tried)
+    tried = served.attempts
+    attempts = 1 if len(tried) == 1 else sum(1 for a in tried if a.tried)  # one attempt that served: the usual
     fallbacks = served.fallbacks
     return [*named,
             (b"x-gateway-attempts", _COUNTS[attempts] if attempts < 10 else str(attempts).encode()),
