@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict  # aiohttp's header type: built once per endpoint, not per request
 from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
 
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
@@ -82,6 +83,8 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float, float, float | None], aiohttp.ClientTimeout] = {}
         self._urls: dict[tuple[str, str], URL] = {}
+        # By the endpoint's headers object (kept, so its id is never reused while cached).
+        self._headers: dict[int, tuple[Mapping[str, str], CIMultiDict[str]]] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -115,7 +118,7 @@ class Transport:
         assert self._session is not None, "Transport.start() was not awaited"
         timeout = self._timeout(connect, read, total)
         url = self._url(endpoint.base_url, path)
-        sent = {**endpoint.headers, **headers} if headers else endpoint.headers
+        sent = {**endpoint.headers, **headers} if headers else self._endpoint_headers(endpoint.headers)
         try:
             if first_byte is None:
                 response = await self._session.post(
@@ -141,6 +144,16 @@ class Transport:
             raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering: "
                                        f"{_reason(exc)}") from None
         return HttpResponse(response)
+
+    def _endpoint_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The endpoint's headers as aiohttp's CIMultiDict (it converts a dict on every request, which
+        cost more than the rest of the headers' handling). aiohttp copies them; it never changes them."""
+        entry = self._headers.get(id(headers))
+        if entry is None or entry[0] is not headers:
+            if len(self._headers) >= 1024:  # endpoints are rebuilt by reloads: drop the old ones
+                self._headers.clear()
+            entry = self._headers[id(headers)] = (headers, CIMultiDict(headers))
+        return entry[1]
 
     def _url(self, base: str, path: str) -> URL:
         """The parsed URL (aiohttp would parse the string again on every request)."""
