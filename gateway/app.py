@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -106,24 +106,25 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The endpoint's awaitable (not a coroutine layer of its own: one paid again on every resume)."""
         if self._metrics_port is not None and scope["type"] == "http" and scope["server"][1] == self._metrics_port:
-            await self._metrics_only(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == CHAT_PATH:
-            await self._chat(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == EMBEDDINGS_PATH:
-            await self._embeddings(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == MESSAGES_PATH:
-            await self._messages(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == unserved.RESPONSES_PATH:
-            if scope["method"] == "GET":
-                await unserved.responses_get(scope, receive, send)
-            else:
-                await self._responses(scope, receive, send)
+            return self._metrics_only(scope, receive, send)
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == CHAT_PATH:
+                return self._chat(scope, receive, send)
+            if path == EMBEDDINGS_PATH:
+                return self._embeddings(scope, receive, send)
+            if path == MESSAGES_PATH:
+                return self._messages(scope, receive, send)
+            if path == unserved.RESPONSES_PATH:
+                if scope["method"] == "GET":
+                    return unserved.responses_get(scope, receive, send)
+                return self._responses(scope, receive, send)
         elif scope["type"] == "websocket":
-            await unserved.websocket(scope, receive, send)
-        else:
-            await self._starlette(scope, receive, send)
+            return unserved.websocket(scope, receive, send)
+        return self._starlette(scope, receive, send)
 
     def _prepare(self, settings: Settings) -> RuntimeParts:
         """Everything a start or a reload checks and builds before anything is swapped: the same for both."""
