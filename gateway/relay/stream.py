@@ -315,12 +315,22 @@ async def translate_events(
     pieces: AsyncGenerator[bytes, None], feed: Callable[[bytes], list[bytes]]
 ) -> AsyncGenerator[bytes, None]:
     """The relay's chat events in another protocol's events (`feed` translates one event without its
-    blank line), each read's worth sent as soon as it arrives. Closing this closes the relay."""
+    blank line), each read's worth sent as soon as it arrives. Closing this closes the relay.
+
+    The relay writes whole events, each ended by its blank line and none with a carriage return, so a
+    piece is split as it is; the splitter stays for anything else."""
     splitter = EventSplitter()
     async with contextlib.aclosing(pieces):
         async for piece in pieces:
+            if splitter.empty and piece[-2:] == b"\n\n" and piece.find(b"\r") < 0:
+                events = piece.split(b"\n\n")
+                events.pop()
+                if b"" in events:  # a list's scan: no bytes.__contains__ here
+                    events = [event for event in events if event]
+            else:
+                events = splitter.feed(piece)
             out: list[bytes] = []
-            for event in splitter.feed(piece):
+            for event in events:
                 out.extend(feed(event))
             if out:
                 yield b"".join(out)

@@ -9,8 +9,11 @@ asserted holds however the reads fall.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import orjson
 
+from gateway.relay.stream import translate_events
 from tests.conftest import GatewayFactory, sse_events
 from tests.failover.test_continuation import TEXT, prefill_of, read_stream
 from tests.failover.test_scenarios import ASK, SECRET, gateway
@@ -55,3 +58,12 @@ async def test_a_paced_stream_cut_after_plain_reads_continues_from_the_text_sent
         text, _, events = await read_stream(gw)
         assert prefill_of(up, 1) == "one two", "the continuation was given the text of the unread reads"
         assert text == TEXT and events[-1] == "[DONE]"
+
+
+async def test_translated_pieces_are_split_into_the_same_events_however_they_come() -> None:
+    async def pieces() -> AsyncGenerator[bytes, None]:
+        for piece in (b"data: a\n\ndata: b\n\n", b"data: c", b"\n\ndata: d\n\n", b"data: e\r\n\r\n", b"data: f\n\n"):
+            yield piece
+
+    out = [piece async for piece in translate_events(pieces(), lambda event: [event + b"|"])]
+    assert out == [b"data: a|data: b|", b"data: c|data: d|", b"data: e|", b"data: f|"]
