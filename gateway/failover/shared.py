@@ -145,9 +145,16 @@ class HealthSync:
                     self._resync = True  # the connection logged it and backs off; circuits stay local
                 except Exception:  # a bug here must not end sharing for the life of the process
                     log.exception("sharing circuits over Redis failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._news.wait(), CIRCUITS_EVERY)
-            self._news.clear()
+            await self.news_or_tick()
+
+    async def news_or_tick(self) -> None:
+        """Wait for a local opening or closing, or CIRCUITS_EVERY. Not asyncio.wait_for: in Python
+        3.11 it returns the event's result when the event is set in the same loop turn as a cancel
+        (gh-86296), which swallowed stop()'s cancel and hung the shutdown."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CIRCUITS_EVERY):
+                await self._news.wait()
+        self._news.clear()
 
     async def sync_circuits(self) -> None:
         """Publish this replica's openings and closings, apply the others' (one round trip)."""

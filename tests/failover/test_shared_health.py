@@ -6,6 +6,7 @@ here is the round trip the background task makes every 0.2 s, called directly so
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -185,3 +186,22 @@ async def test_redis_down_keeps_circuits_local_and_republishes_when_back(
     await synced_after_outage(b)
     assert a.connection.up
     assert b.health.state(TARGET) is State.OPEN, "A told the empty Redis what is open on its side"
+
+
+
+
+async def test_news_arriving_with_a_cancel_does_not_swallow_the_cancel() -> None:
+    """A deploy must not hang on shutdown. stop() cancels the background task; when a circuit change
+    was announced in that same loop turn, asyncio.wait_for returned the wait's result instead of
+    raising (cpython gh-86296), the task went on syncing, and stop() waited for it forever."""
+    replica = Replica("redis://127.0.0.1:1/0", "a")  # nothing listens: no round trip is made here
+    waiting = asyncio.create_task(replica.sync.news_or_tick())
+    for _ in range(100):  # until it waits (polling pace)
+        if replica.sync._news._waiters:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.001)
+    replica.health.wake()  # news, and in the same turn the cancel
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await replica.connection.close()
