@@ -124,9 +124,14 @@ class HealthSync:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            # Cancel until it has ended: a cancel that lands mid-call can still be lost in the Redis client
+            # (news_or_tick no longer loses one), and a task that goes on looping would hold the
+            # gateway's shutdown forever.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                self._task.result()
             self._task = None
         self.health.outbox = None
         self.health.wake = lambda: None

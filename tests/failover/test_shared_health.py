@@ -205,3 +205,16 @@ async def test_news_arriving_with_a_cancel_does_not_swallow_the_cancel() -> None
     with pytest.raises(asyncio.CancelledError):
         await waiting
     await replica.connection.close()
+
+
+async def test_stop_ends_the_task_when_news_arrives_in_the_same_loop_turn(replicas: tuple[Replica, Replica]) -> None:
+    """A circuit changing just as the gateway shuts down, through the real task: stop()'s one cancel can
+    land in the next round trip and be lost in the Redis client (this test fails with news_or_tick's
+    fix alone), the task loops on and the shutdown never ends. stop() cancels until the task has ended."""
+    a, _ = replicas
+    a.sync.start()
+    await asyncio.sleep(0.1)  # the task spends all but one round trip of each 0.2 s in its wait
+    a.health.wake()  # news, and stop()'s cancel before the task has woken for it
+    stopping = asyncio.ensure_future(a.sync.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done, "stop() never ended: the sync task swallowed its cancel and went on"
