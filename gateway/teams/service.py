@@ -87,8 +87,13 @@ class Teams:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # Cancel until it has ended: a cancel that lands in a backend call can be lost (the Redis
+            # client can lose one), and a loop that goes on would hold the gateway's shutdown forever.
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.1)
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                task.result()
         self._tasks = []
         await self.flush()
         await self.store.close()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from gateway.config.schema import StateSettings
 from gateway.errors import LimitExceeded
-from gateway.state.store import LedgerRow, LimitSettings
+from gateway.state.split import SplitStore
+from gateway.state.store import Check, CounterStore, LedgerRow, LimitSettings, Settlement, Verdict
 from gateway.teams.limits import Scoped
 from gateway.teams.service import Teams
 
@@ -62,3 +64,40 @@ async def test_rows_are_written_every_interval_and_at_stop(tmp_path: Path) -> No
         await teams.stop()
     with sqlite3.connect(path) as db:
         assert [r[0] for r in db.execute("SELECT request_id FROM ledger ORDER BY id")] == ["first", "second"]
+
+
+class _SwallowsOneCancel:
+    """Counters whose settle loses the first cancel that lands in it, as a Redis client mid-call can."""
+
+    def __init__(self, real: CounterStore) -> None:
+        self.real = real
+        self.entered = asyncio.Event()
+        self.swallowed = 0
+
+    async def admit(self, checks: Sequence[Check], now: float) -> Verdict:
+        return await self.real.admit(checks, now)
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        if not self.swallowed:
+            self.entered.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.swallowed += 1  # and carries on as if nothing happened
+        await self.real.settle(settlements)
+
+    async def spent(self, scope: str, period: str) -> float:
+        return await self.real.spent(scope, period)
+
+
+async def test_stop_ends_even_when_a_cancel_is_lost_in_a_backend_call(tmp_path: Path) -> None:
+    teams = Teams(StateSettings(path=str(tmp_path / "state.db"), flush_interval=0.05))
+    shared = teams.store
+    counters = _SwallowsOneCancel(shared.counters)
+    teams.store = SplitStore(shared.keys, counters, shared.ledger, (shared.close,))
+    await teams.start()
+    await asyncio.wait_for(counters.entered.wait(), 5)  # the flush loop is inside settle
+    stopping = asyncio.ensure_future(teams.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done, "Teams.stop() never ended: the flush loop lost its cancel and went on"
+    assert counters.swallowed == 1
