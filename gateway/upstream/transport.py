@@ -22,12 +22,16 @@ from gateway.upstream.endpoint import Endpoint
 class HttpResponse:
     """An upstream response whose body is read in pieces; close() drops the connection at once."""
 
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_idle", "_response", "_seen", "_since", "_watch", "headers", "status")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
+        self._watch: asyncio.TimerHandle | None = None  # the idle watch, once set_read_timeout armed it
+        self._idle = 0.0
+        self._seen = 0  # the body's byte count at the watch's last look
+        self._since = 0.0  # loop time of the last look that saw it move
 
     async def read_all(self, limit: int) -> bytes:
         """The whole body; more than `limit` bytes is refused as a malformed answer."""
@@ -62,15 +66,49 @@ class HttpResponse:
             raise StreamCut(f"the upstream stream broke: {_reason(exc)}") from None
 
     def set_read_timeout(self, seconds: float) -> None:
+        """From now on, `seconds` without a byte from the upstream fails the read (UpstreamTimeout).
+
+        aiohttp's read timer is re-armed on every read (a timer handle cancelled and made again per
+        streamed chunk); instead one timer looks at the body's byte count every quarter of `seconds`,
+        so a stall is noticed between `seconds` and 1.25x that after the last byte, and a stream
+        whose chunks come faster than that costs one timer, not one per chunk."""
         connection = self._response.connection
         if connection is not None and connection.protocol is not None:
-            connection.protocol.read_timeout = seconds
-            connection.protocol.start_timeout()  # re-arm the pending timer with the new limit
+            connection.protocol.read_timeout = None
+            connection.protocol.start_timeout()  # drops aiohttp's pending timer
+        self._stop_watch()
+        loop = asyncio.get_running_loop()
+        self._idle, self._seen, self._since = seconds, self._response.content.total_bytes, loop.time()
+        self._watch = loop.call_later(seconds / 4, self._look)
+
+    def _look(self) -> None:
+        content = self._response.content
+        loop = asyncio.get_running_loop()  # a timer callback runs in the loop
+        now = loop.time()
+        # Bytes arrived, or some wait unread (the client reads slower: aiohttp has paused the socket,
+        # which is not the upstream stalling): the upstream is alive.
+        if content.total_bytes != self._seen or content._size:  # aiohttp's count of unread bytes
+            self._seen, self._since = content.total_bytes, now
+        elif content.is_eof():
+            self._watch = None
+            return
+        elif now - self._since >= self._idle:
+            self._watch = None
+            content.set_exception(aiohttp.ServerTimeoutError("no data from the upstream"))
+            return
+        self._watch = loop.call_later(self._idle / 4, self._look)
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def release(self) -> None:
+        self._stop_watch()
         self._response.release()
 
     def close(self) -> None:
+        self._stop_watch()
         self._response.close()
 
 

@@ -7,6 +7,7 @@ inside its deadline.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.fakes.upstream import (
     cut_after,
     hang,
     ok,
+    pause,
     rate_limited,
     reset,
     server_error,
@@ -197,6 +199,43 @@ async def test_stream_stall_after_content_without_recovery_ends_with_an_error_ev
         assert orjson.loads(events[-1])["error"]["code"] == "upstream_timeout"
         assert time.monotonic() - started < 3
         await up.wait_disconnect(timeout=5)
+
+
+
+async def test_a_stream_longer_than_idle_whose_chunks_come_sooner_completes(start_gateway: GatewayFactory) -> None:
+    """The idle bound is per silence, not per stream: eight pauses of a third of it each, in one stream
+    that lasts longer than it, and no timeout (the watch looks every quarter of the bound)."""
+    async with FakeUpstream() as up:
+        events: list[Any] = [chunk(role="assistant", content="")]
+        for n in range(8):
+            events += [pause(0.1), chunk(content=f"w{n} ")]
+        up.script(stream([*events, chunk(finish_reason="stop")]))
+        gw = await gateway(start_gateway, up, timeouts={"idle": 0.3, "total": 10}, stream_recovery="off")
+        response = await gw.chat({"model": "acme/m1", "stream": True, **ASK})
+        events_out = sse_events(response.text)
+        assert events_out[-1] == "[DONE]"
+        assert "".join(orjson.loads(e)["choices"][0]["delta"].get("content", "") for e in events_out[:-1]
+                       if e.startswith("{")) == "".join(f"w{n} " for n in range(8))
+
+
+async def test_a_client_slower_than_idle_is_not_an_upstream_stall(start_gateway: GatewayFactory) -> None:
+    """A client that stops reading makes the gateway stop reading the upstream (backpressure): the
+    bytes waiting unread say the upstream is alive, so the idle bound does not cut the stream."""
+    async with FakeUpstream() as up:
+        big = "x" * 16384
+        up.script(stream([chunk(role="assistant", content=""), *(chunk(content=big) for _ in range(400)),
+                          chunk(finish_reason="stop")]))
+        gw = await gateway(start_gateway, up, timeouts={"idle": 0.3, "total": 20}, stream_recovery="off")
+        async with gw.client.stream("POST", "/v1/chat/completions",
+                                    json={"model": "acme/m1", "stream": True, **ASK}) as response:
+            pieces = response.aiter_bytes()
+            first = await anext(pieces)
+            await asyncio.sleep(1.0)  # the client being slow (over three idle bounds), not a synchronisation
+            body = first + b"".join([piece async for piece in pieces])
+        events_out = sse_events(body.decode())
+        assert events_out[-1] == "[DONE]" and "event:error" not in events_out
+        assert sum(len(orjson.loads(e)["choices"][0]["delta"].get("content", "")) for e in events_out[:-1]
+                   if e.startswith("{")) == 400 * 16384
 
 
 async def test_malformed_chunk_after_content_without_recovery_ends_with_an_error_event(
