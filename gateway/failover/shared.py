@@ -25,6 +25,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 
+from gateway import tasks
 from gateway.failover.breaker import State
 from gateway.failover.health import Health
 from gateway.state.fallback import FallbackCounters
@@ -124,14 +125,7 @@ class HealthSync:
 
     async def stop(self) -> None:
         if self._task is not None:
-            # Cancel until it has ended: a cancel that lands mid-call can still be lost in the Redis client
-            # (news_or_tick no longer loses one), and a task that goes on looping would hold the
-            # gateway's shutdown forever.
-            while not self._task.done():
-                self._task.cancel()
-                await asyncio.wait({self._task}, timeout=0.1)
-            with contextlib.suppress(asyncio.CancelledError):
-                self._task.result()
+            await tasks.stop(self._task)
             self._task = None
         self.health.outbox = None
         self.health.wake = lambda: None

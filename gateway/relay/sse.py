@@ -35,21 +35,30 @@ class EventSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         """The events that `data` completes. An event over the limit raises UpstreamProtocolError, at once
-        when nothing completed with it, else on the next call (the events before it are still good)."""
-        self.end()
-        if self._parts and not _may_end_event(self._tail + data[:3]) and not _may_end_event(data):
-            self._parts.append(data)
-            self._size += len(data)
-            self._tail = (self._tail + data)[-3:]
+        when nothing completed with it, else on the next call (the events before it are still good).
+
+        The usual read starts a new event (nothing kept from the last one): it is split as it is, and
+        the state is touched only when part of an event is left over."""
+        parts = self._parts
+        if parts:
             self.end()
-            return []
-        buffer = b"".join((*self._parts, data)) if self._parts else data
+            if not _may_end_event(self._tail + data[:3]) and not _may_end_event(data):
+                parts.append(data)
+                self._size += len(data)
+                self._tail = (self._tail + data)[-3:]
+                self.end()
+                return []
+            buffer = b"".join((*parts, data))
+        else:
+            buffer = data
         if buffer.find(b"\r") >= 0:  # find, not `in`: bytes.__contains__ first tries an int, at a cost
             buffer = buffer.replace(b"\r\n", b"\n")
         events = buffer.split(b"\n\n")
         rest = events.pop()
-        self._parts, self._size, self._tail = ([rest], len(rest), rest[-3:]) if rest else ([], 0, b"")
-        self.empty = not rest
+        if rest:
+            self._parts, self._size, self._tail, self.empty = [rest], len(rest), rest[-3:], False
+        elif parts:
+            self._parts, self._size, self._tail, self.empty = [], 0, b"", True
         if len(buffer) > self.max_event and any(len(e) > self.max_event for e in events):
             self._refuse()
         if b"" in events:  # a scan in C; blank events (runs of blank lines) are rare

@@ -12,7 +12,6 @@ deadline, before the process exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -21,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway import metrics
+from gateway import metrics, tasks
 from gateway.state.store import LedgerRow, StateUnavailable, UsageQuery, UsageTotal
 
 log = logging.getLogger("gateway")
@@ -115,9 +114,7 @@ class QueuedLedger:
     async def close(self, deadline: float = CLOSE_SECONDS) -> None:
         """Stop the writer and write what is queued, trying until `deadline` seconds have passed."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)
             self._task = None
         ends = time.monotonic() + deadline
         while self._rows:

@@ -10,12 +10,11 @@ so the next request sees it free). A crash loses at most the last batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
-from gateway import metrics
+from gateway import metrics, tasks
 from gateway.config.schema import StateSettings
 from gateway.state.memory import in_process
 from gateway.state.open import open_store
@@ -87,13 +86,7 @@ class Teams:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            # Cancel until it has ended: a cancel that lands in a backend call can be lost (the Redis
-            # client can lose one), and a loop that goes on would hold the gateway's shutdown forever.
-            while not task.done():
-                await asyncio.wait({task}, timeout=0.1)
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                task.result()
+            await tasks.stop(task)
         self._tasks = []
         await self.flush()
         await self.store.close()
