@@ -73,7 +73,7 @@ def _control(pid: int, *args: str) -> None:
 
 
 def count(target: str, requests: int, stream: bool, warmup: int, feature: Feature | None = None,
-          interval_ms: float = 0) -> float:
+          interval_ms: float = 0, keep: Path | None = None) -> float:
     with tempfile.TemporaryDirectory(prefix="gateway-instr-") as directory:
         work = Path(directory)
         env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY,
@@ -98,6 +98,8 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
             match = re.search(r"^(?:summary|totals): (\d+)", dumps[0].read_text(errors="replace"), re.M)
             if match is None:
                 raise RuntimeError(f"no total in {dumps[0].name}")
+            if keep is not None:
+                shutil.copyfile(dumps[0], keep)
             return int(match.group(1)) / requests
         finally:
             proxy.stop()
@@ -161,6 +163,8 @@ def main() -> int:
                              "all in one write)")
     parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--keep", type=Path, metavar="FILE",
+                        help="copy callgrind's dump here (read it with callgrind_annotate --inclusive=yes)")
     parser.add_argument("--feature", choices=[f.name for f in FEATURES if f.wire != "embeddings" and not f.services],
                         help="the gateway of this feature row (no extra service) instead of the plain one")
     args = parser.parse_args()
@@ -179,7 +183,7 @@ def main() -> int:
         return 0
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (apt-get install valgrind)")
-    per = count(args.target, requests, args.stream, warmup, feature, args.interval)
+    per = count(args.target, requests, args.stream, warmup, feature, args.interval, args.keep)
     what = f"{args.target}{f' ({feature.name})' if feature else ''}"
     print(f"{what}, {_what(args.stream, args.interval)}: "
           f"{per:,.0f} instructions per request ({requests} requests after {warmup} warm-up)")
