@@ -20,6 +20,8 @@ from typing import Literal
 import aiohttp
 import orjson
 
+from benchmarks.procs import Meter
+
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
@@ -160,9 +162,11 @@ class Latencies:
     late_sends: int  # sends the client itself started more than 1 ms after their schedule
 
 
-async def open_loop(target: Target, rate: float, seconds: float) -> Latencies:
+async def open_loop(target: Target, rate: float, seconds: float, meter: Meter | None = None) -> Latencies:
     """Send at a fixed rate whatever the answers do; latency counts from the *scheduled* send time,
-    so a server that falls behind is charged for the queue it causes (no coordinated omission)."""
+    so a server that falls behind is charged for the queue it causes (no coordinated omission).
+    `meter` is started at the first scheduled send and stopped when the last answer is in: the CPU it
+    reads is the scheduled requests', not the pool's warm-up or the session's teardown."""
     body = target.body()
     headers = target.request_headers()
     latencies: list[float] = []
@@ -186,6 +190,8 @@ async def open_loop(target: Target, rate: float, seconds: float) -> Latencies:
         await asyncio.gather(*(one(clock(), record=False) for _ in range(8)))
         tasks = []
         start = clock() + 0.02
+        if meter is not None:
+            meter.start()
         for i in range(max(1, int(rate * seconds))):
             scheduled = start + i / rate
             delay = scheduled - clock()
@@ -195,6 +201,8 @@ async def open_loop(target: Target, rate: float, seconds: float) -> Latencies:
                 late += 1
             tasks.append(asyncio.ensure_future(one(scheduled)))
         await asyncio.gather(*tasks)
+        if meter is not None:
+            meter.stop()
     return Latencies(latencies, errors, late)
 
 

@@ -10,11 +10,12 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-Check = Callable[[dict[str, float]], tuple[str, bool]]
+from benchmarks.procs import Reading
+from benchmarks.rounds import paired
 
 
 @dataclass
@@ -25,6 +26,12 @@ class Row:
     compare: str = "ratio"  # ratio: value / direct's; diff: value - direct's; none
     target: Check | None = None
     text: dict[str, str] = field(default_factory=dict)  # overrides the number shown for a peer
+    # Per round, each peer's value in that round (CPU rows): "gateway vs bare" is then the median of the
+    # ratios paired within rounds, with their range, and so is a goal checked with `paired_at_most`.
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+Check = Callable[[Row], tuple[str, bool]]
 
 
 def render(title: str, machine_line: str, names: list[str], rows: list[Row]) -> list[str]:
@@ -38,10 +45,10 @@ def render(title: str, machine_line: str, names: list[str], rows: list[Row]) -> 
         elif row.compare == "diff":
             versus = [_diff(g, d), _diff(g, b)]
         else:
-            versus = ["", _ratio(g, b)]
+            versus = ["", paired(row.rounds, "gateway", "bare proxy").spread() if row.rounds else _ratio(g, b)]
         verdict = ""
         if row.target is not None:
-            text, met = row.target(row.values)
+            text, met = row.target(row)
             verdict = f"{text}: {'met' if met else '**missed**'}"
         lines.append("| " + " | ".join([row.measure, *cells, *versus, verdict]) + " |")
     return lines
@@ -70,13 +77,27 @@ def _diff(value: float, base: float) -> str:
 
 
 def times_peer_at_most(limit: float, peer: str) -> Check:
-    """The gateway's value at most `limit` times a peer's (CPU per request against the bare proxy)."""
-    return lambda v: (f"<= {limit:g}x {peer}", v.get("gateway", math.nan) <= limit * v.get(peer, math.nan))
+    """The gateway's value at most `limit` times a peer's."""
+    return lambda row: (f"<= {limit:g}x {peer}",
+                        row.values.get("gateway", math.nan) <= limit * row.values.get(peer, math.nan))
+
+
+def paired_at_most(limit: float, peer: str) -> Check:
+    """The median over the row's rounds of the gateway's value over a peer's in the same round at most
+    `limit` (CPU per request against the bare proxy; per stream against the raw-ASGI proxy)."""
+    def check(row: Row) -> tuple[str, bool]:
+        ratios = paired(row.rounds, "gateway", peer)
+        if not ratios.ratios:
+            return f"<= {limit:g}x {peer}, no round measured both", False
+        return (f"<= {limit:g}x {peer}, median of {len(ratios.ratios)} rounds {ratios.spread()}",
+                ratios.median <= limit)
+    return check
 
 
 def added_times_peer_at_most(limit: float, peer: str) -> Check:
     """Latency the gateway adds over direct at most `limit` times what `peer` adds, in the same run."""
-    def check(v: dict[str, float]) -> tuple[str, bool]:
+    def check(row: Row) -> tuple[str, bool]:
+        v = row.values
         direct = v.get("direct", math.nan)
         return (f"added <= {limit:g}x {peer}'s",
                 v.get("gateway", math.nan) - direct <= limit * (v.get(peer, math.nan) - direct))
@@ -84,15 +105,16 @@ def added_times_peer_at_most(limit: float, peer: str) -> Check:
 
 
 def at_most_idle(limit: float) -> Check:
-    return lambda v: (f"idle <= {limit:g} MB", v.get("gateway", math.nan) <= limit)
+    return lambda row: (f"idle <= {limit:g} MB", row.values.get("gateway", math.nan) <= limit)
 
 
 def ratio_at_least(limit: float) -> Check:
-    return lambda v: (f">= {limit:g}x direct", v.get("gateway", math.nan) >= limit * v.get("direct", math.nan))
+    return lambda row: (f">= {limit:g}x direct",
+                        row.values.get("gateway", math.nan) >= limit * row.values.get("direct", math.nan))
 
 
 def flat(limit: float) -> Check:
-    return lambda v: (f"flat (growth <= {limit:g} MB)", v.get("gateway", math.nan) <= limit)
+    return lambda row: (f"flat (growth <= {limit:g} MB)", row.values.get("gateway", math.nan) <= limit)
 
 
 def _version(name: str) -> str:
@@ -105,3 +127,29 @@ def _version(name: str) -> str:
 def wrk_version() -> str:
     out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10).stdout
     return out.split()[1] if len(out.split()) > 1 else ""
+
+
+def noise_note(measure: str, readings: Sequence[Reading]) -> str:
+    """What else the machine did during a CPU row's runs (the proxies' runs, pinned to one core): time the
+    hypervisor stole from each core, the proxy's core busy with anything but the proxy, and how busy the
+    other cores were (the load, the upstream, and whatever else runs here), as mean / worst run."""
+    pinned = [r for r in readings if r.core is not None]
+    if not pinned:
+        return f"{measure}: no per-core noise reading (the proxies are not pinned)."
+    cores = sorted({c for r in pinned for c in r.stolen})
+    stolen = ", ".join(f"core {c} {_mean_worst([r.stolen[c] for r in pinned])}" for c in cores)
+    others = _mean_worst([r.others for r in pinned])
+    loads = ", ".join(f"core {c} {_mean_worst([r.busy[c] for r in pinned if r.core != c])}" for c in cores
+                      if any(r.core != c for r in pinned))
+    worst = max(max(r.stolen.values(), default=0.0) for r in pinned)
+    verdict = " Noisy: read this row's ratios with care." if worst > 0.02 or max(
+        (r.others for r in pinned if not math.isnan(r.others)), default=0.0) > 0.05 else ""
+    return (f"Noise under '{measure}' ({len(pinned)} runs, mean / worst run): stolen by the hypervisor: {stolen}; "
+            f"the proxy's core busy with other work: {others}; other cores busy: {loads or 'n/a'}.{verdict}")
+
+
+def _mean_worst(shares: Sequence[float]) -> str:
+    values = [s for s in shares if not math.isnan(s)]
+    if not values:
+        return "n/a"
+    return f"{sum(values) / len(values):.1%} / {max(values):.1%}"

@@ -21,9 +21,10 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import uvloop
 
@@ -51,28 +52,49 @@ from benchmarks.load import (
 from benchmarks.pricing import FeatureRow, Pricing
 from benchmarks.pricing import render as render_features
 from benchmarks.pricing import rows as feature_rows
-from benchmarks.procs import CoreTimes, Service, cores, free_port
+from benchmarks.procs import Meter, Reading, Service, cores, free_port
 from benchmarks.report import (
+    Check,
     Row,
     added_times_peer_at_most,
     at_most_idle,
     flat,
     machine,
+    noise_note,
+    paired_at_most,
     ratio_at_least,
     render,
-    times_peer_at_most,
     wrk_version,
 )
+from benchmarks.rounds import order
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """One phase's interleaved rounds: every target runs once per round, `seconds` each (streams: the
+    counting window, which opens after a ramp of one stream's duration), the order rotated per round."""
+
+    count: int
+    seconds: float
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How much of each measurement to do; every phase is bounded by these numbers."""
+    """How much of each measurement to do; every phase is bounded by these numbers.
 
-    rounds: int  # interleaved repetitions: direct, bare, gateway, direct, bare, gateway, ...
-    seconds: float  # per closed-loop throughput run
-    latency_seconds: dict[int, float]  # per open-loop run, by rate (req/s)
-    stream_seconds: float
+    The phases behind a CPU ratio (32 connections, 200 req/s, paced and unpaced streams) run as many
+    short rounds: their ratios are paired within a round and judged on the median (benchmarks/rounds.py).
+    """
+
+    throughput: Rounds  # closed loop, at 32 and at 128 connections
+    latency: dict[int, Rounds]  # open loop, by rate (req/s)
+    paced: Rounds
+    unpaced: Rounds
+    features: Rounds  # each feature row interleaved with the plain gateway (closed-loop runs)
+    feature_stream_seconds: float  # a feature row's stream run (window)
+    feature_latency_seconds: float  # a feature row's open-loop run at its rate
     stream_concurrency: int
     stream_chunks: int
     stream_interval_ms: float
@@ -81,10 +103,16 @@ class Plan:
     ceiling_seconds: float  # per run measuring the upstream's own ceiling
 
 
-FULL = Plan(rounds=2, seconds=8, latency_seconds={20: 10, 200: 5}, stream_seconds=6, stream_concurrency=256,
-            stream_chunks=50, stream_interval_ms=20, soak=1_000_000, warmup=3, ceiling_seconds=3)
-QUICK = Plan(rounds=1, seconds=1, latency_seconds={20: 0.5, 200: 0.5}, stream_seconds=1, stream_concurrency=16,
-             stream_chunks=10, stream_interval_ms=5, soak=300, warmup=0.5, ceiling_seconds=1)
+# The CPU phases take as long as they did as two rounds of 8 s / 5 s / 6 s (paced: plus its ramp and
+# tail per run); the other phases are unchanged.
+FULL = Plan(throughput=Rounds(4, 4), latency={20: Rounds(2, 10), 200: Rounds(8, 1.25)}, paced=Rounds(4, 2),
+            unpaced=Rounds(4, 3), features=Rounds(2, 8), feature_stream_seconds=6, feature_latency_seconds=5,
+            stream_concurrency=256, stream_chunks=50, stream_interval_ms=20, soak=1_000_000, warmup=3,
+            ceiling_seconds=3)
+QUICK = Plan(throughput=Rounds(2, 1), latency={20: Rounds(1, 0.5), 200: Rounds(2, 0.5)}, paced=Rounds(2, 0.5),
+             unpaced=Rounds(2, 0.5), features=Rounds(1, 1), feature_stream_seconds=1, feature_latency_seconds=0.5,
+             stream_concurrency=16, stream_chunks=10, stream_interval_ms=5, soak=300, warmup=0.5,
+             ceiling_seconds=1)
 
 
 @dataclass
@@ -114,6 +142,7 @@ class Bench:
         self.notes: list[str] = []
         self.errors: dict[str, int] = {}
         self.phases: dict[str, float] = {}
+        self.readings: dict[str, list[Reading]] = {}  # the last interleaved phase's, by peer, in round order
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -234,51 +263,76 @@ class Bench:
             await self.soak()
         self.memory_rows()
 
+    async def interleave(self, rounds: Rounds, run: Callable[[Peer, Meter], Awaitable[R]], *,
+                         upstream: bool = False) -> dict[str, list[R]]:
+        """`run` for every peer once per round, in the round's order; results by peer, in round order. `run`
+        starts and stops the meter around what it measures (the peer's proxy; for direct nothing, or the
+        upstream with `upstream`); the readings go to `self.readings`, by peer, in round order."""
+        results: dict[str, list[R]] = {p.name: [] for p in self.peers}
+        self.readings = {p.name: [] for p in self.peers}
+        for index in range(rounds.count):
+            for peer in order(self.peers, index):
+                if peer.service is not None:
+                    meter = Meter(peer.service, self.server_core)
+                else:
+                    meter = Meter(self.upstream, self.load_core) if upstream else Meter(None, None)
+                results[peer.name].append(await run(peer, meter))
+                assert meter.reading is not None, "the run did not stop its meter"
+                self.readings[peer.name].append(meter.reading)
+        return results
+
+    def cpu_row(self, measure: str, per_round: dict[str, list[float]], count: dict[str, list[int]],
+                target: Check | None = None, text: dict[str, str] | None = None) -> None:
+        """A CPU row: per peer the phase's CPU over everything it served (ms), per round the same for that
+        round (the ratios are paired from these), and a note on what else the host did meanwhile."""
+        totals = {n: sum(cpu) / max(1, sum(count[n])) * 1000 for n, cpu in per_round.items()}
+        rounds = [{n: cpu[i] / count[n][i] * 1000 if count[n][i] else math.nan for n, cpu in per_round.items()}
+                  for i in range(min(map(len, per_round.values())))]
+        self.rows.append(Row(measure, totals, 3, "none", target, text or {}, rounds))
+        self.notes.append(noise_note(measure, [r for p in self.proxies() for r in self.readings[p.name]]))
+
     async def measure_throughput(self) -> None:
+        phase = self.plan.throughput
         for connections in (32, 128):
-            rps: dict[str, list[Throughput]] = {p.name: [] for p in self.peers}
-            cpu = dict.fromkeys(rps, 0.0)
-            load = dict.fromkeys(rps, (0.0, 0.0))
-            for _ in range(self.plan.rounds):
-                for peer in self.peers:
-                    service = peer.service or self.upstream
-                    assert service is not None
-                    before, cores_before = service.cpu_seconds(), CoreTimes.now()
-                    result = await self.throughput(peer.target, connections, self.plan.seconds)
-                    cpu[peer.name] += service.cpu_seconds() - before
-                    load[peer.name] = self._utilisation(cores_before)
-                    rps[peer.name].append(result)
-                    self._count_errors(peer.name, result.errors)
+            async def run(peer: Peer, meter: Meter, connections: int = connections) -> Throughput:
+                meter.start()
+                result = await self.throughput(peer.target, connections, phase.seconds)
+                meter.stop()
+                self._count_errors(peer.name, result.errors)
+                return result
+
+            rps = await self.interleave(phase, run, upstream=True)
             values = {name: sum(r.requests for r in runs) / sum(r.seconds for r in runs) for name, runs in rps.items()}
             self.rows.append(Row(f"throughput, {connections} connections (req/s)", values, 0))
             if connections == 32:
-                per = {name: cpu[name] / max(1, sum(r.requests for r in rps[name])) * 1000 for name in rps}
-                self.rows.append(Row("CPU per request, 32 connections (ms)", per, 3, "none",
-                                     text={"direct": f"({per['direct']:.3f} upstream)"}))
-                busy = load["gateway"]
+                cpu = {name: [r.cpu for r in self.readings[name]] for name in rps}
+                served = {name: [r.requests for r in runs] for name, runs in rps.items()}
+                upstream = sum(cpu["direct"]) / max(1, sum(served["direct"])) * 1000
+                self.cpu_row("CPU per request, 32 connections (ms)", cpu, served,
+                             text={"direct": f"({upstream:.3f} upstream)"})
+                busy = self._busy("gateway")
                 if not math.isnan(busy[0]):
                     self.notes.append(
                         f"While the gateway ran at 32 connections, core {self.server_core} (gateway) was "
                         f"{busy[0]:.0%} busy and core {self.load_core} (upstream + wrk + runner) {busy[1]:.0%}: "
                         "the gateway's core is the bottleneck when the first is near 100% and the second is not.")
 
-    def _utilisation(self, since: CoreTimes) -> tuple[float, float]:
-        if self.server_core is None or self.load_core is None:
+    def _busy(self, name: str) -> tuple[float, float]:
+        """How busy the server and the load core were over `name`'s runs of the last phase (mean)."""
+        if self.server_core is None or self.load_core is None or not self.readings.get(name):
             return math.nan, math.nan
-        now = CoreTimes.now()
-        return now.utilisation(since, self.server_core), now.utilisation(since, self.load_core)
+        runs = self.readings[name]
+        return (sum(r.busy[self.server_core] for r in runs) / len(runs),
+                sum(r.busy[self.load_core] for r in runs) / len(runs))
 
     async def measure_latency(self) -> None:
-        for rate, seconds in self.plan.latency_seconds.items():
-            runs: dict[str, list[Latencies]] = {p.name: [] for p in self.peers}
-            cpu = dict.fromkeys(runs, 0.0)
-            for _ in range(self.plan.rounds):
-                for peer in self.peers:
-                    before = peer.service.cpu_seconds() if peer.service else 0.0
-                    result = await open_loop(peer.target, rate, seconds)
-                    cpu[peer.name] += (peer.service.cpu_seconds() - before) if peer.service else 0.0
-                    runs[peer.name].append(result)
-                    self._count_errors(peer.name, result.errors)
+        for rate, phase in self.plan.latency.items():
+            async def run(peer: Peer, meter: Meter, rate: int = rate, seconds: float = phase.seconds) -> Latencies:
+                result = await open_loop(peer.target, rate, seconds, meter)
+                self._count_errors(peer.name, result.errors)
+                return result
+
+            runs = await self.interleave(phase, run)
             samples = {name: [s for r in rs for s in r.seconds] for name, rs in runs.items()}
             for q in (50, 99):
                 values = {name: percentile(s, q) * 1000 for name, s in samples.items()}
@@ -289,26 +343,26 @@ class Bench:
                 self.notes.append(f"At {rate} req/s the load client itself sent {late} requests more than 1 ms late "
                                   "(their latency still counts from the schedule).")
             if rate == 200:
-                per = {name: cpu[name] / max(1, len(samples[name])) * 1000 for name in runs if name != "direct"}
-                self.rows.append(Row("CPU per request at 200 req/s (ms)", {"direct": math.nan, **per}, 3, "none",
-                                     times_peer_at_most(1.1, "bare proxy")))
+                self.cpu_row("CPU per request at 200 req/s (ms)",
+                             {name: [r.cpu for r in self.readings[name]] for name in runs},
+                             {name: [len(r.seconds) for r in rs] for name, rs in runs.items()},
+                             paired_at_most(1.1, "bare proxy"))
 
     async def measure_streams(self, interval_ms: float, *, paced: bool) -> None:
         plan = self.plan
-        stats: dict[str, list[StreamStats]] = {p.name: [] for p in self.peers}
-        cpu = dict.fromkeys(stats, 0.0)
-        busy = (math.nan, math.nan)
-        for _ in range(plan.rounds):
-            for peer in self.peers:
-                before, cores_before = (peer.service.cpu_seconds() if peer.service else 0.0), CoreTimes.now()
-                result = await streams(peer.target, plan.stream_concurrency, plan.stream_seconds, plan.stream_chunks,
-                                       interval_ms)
-                cpu[peer.name] += (peer.service.cpu_seconds() - before) if peer.service else 0.0
-                if peer.name == "gateway":
-                    busy = self._utilisation(cores_before)
-                stats[peer.name].append(result)
-                self._count_errors(f"{peer.name} (incomplete streams)", result.incomplete)
+        phase = plan.paced if paced else plan.unpaced
+
+        async def run(peer: Peer, meter: Meter) -> StreamStats:
+            meter.start()
+            result = await streams(peer.target, plan.stream_concurrency, phase.seconds, plan.stream_chunks,
+                                   interval_ms)
+            meter.stop()
+            self._count_errors(f"{peer.name} (incomplete streams)", result.incomplete)
+            return result
+
+        stats = await self.interleave(phase, run)
         n, c = plan.stream_concurrency, plan.stream_chunks
+        busy = self._busy("gateway")
         if not math.isnan(busy[0]):
             self.notes.append(f"While the gateway relayed {'paced' if paced else 'unpaced'} streams: core "
                               f"{self.server_core} {busy[0]:.0%} busy, core {self.load_core} {busy[1]:.0%}.")
@@ -326,11 +380,11 @@ class Bench:
                              {k: sum(s.chunks for s in stats[k]) / seconds[k] for k in stats}, 0))
         # Paced, every chunk is its own read and send (a real model's stream); unpaced, a stream arrives in
         # one or a few reads. The relay is held to the raw-ASGI proxy's CPU in both. The CPU was spent over
-        # the whole phase, ramp and tail included: divided by every stream served, not the window's.
-        served = {name: sum(s.served for s in runs) for name, runs in stats.items()}
-        per = {k: cpu[k] / max(1, served[k]) * 1000 for k in stats if k != "direct"}
-        self.rows.append(Row(f"CPU per {c}-chunk stream, {'paced' if paced else 'unpaced'} (ms)",
-                             {"direct": math.nan, **per}, 3, "none", times_peer_at_most(1.0, "raw ASGI")))
+        # the whole run, ramp and tail included: divided by every stream served, not the window's.
+        self.cpu_row(f"CPU per {c}-chunk stream, {'paced' if paced else 'unpaced'} (ms)",
+                     {name: [r.cpu for r in self.readings[name]] for name in stats},
+                     {name: [s.served for s in runs] for name, runs in stats.items()},
+                     paired_at_most(1.0, "raw ASGI"))
 
     async def measure_features(self, pricing: Pricing) -> None:
         plan = self.plan
@@ -346,7 +400,7 @@ class Bench:
         rates = sorted({run.feature.latency_at for run in runs if run.feature.latency_at is not None})
         plain: dict[str, list[tuple[float, Throughput | StreamStats]]] = {"plain": [], "stream": [], "resume": []}
         plain_latencies: dict[int, list[Latencies]] = {rate: [] for rate in rates}
-        for _ in range(plan.rounds):
+        for _ in range(plan.features.count):
             for kind in kinds:
                 plain[kind].append(await self._price(kind, gateway.target, gateway.service, "gateway"))
             for rate in rates:
@@ -363,7 +417,7 @@ class Bench:
 
     async def _open_loop(self, target: Target, rate: int, name: str) -> Latencies:
         """A feature row's latency at a fixed rate (as long as the main table's run at that rate)."""
-        result = await open_loop(target, rate, self.plan.latency_seconds.get(rate, self.plan.seconds))
+        result = await open_loop(target, rate, self.plan.feature_latency_seconds)
         self._count_errors(f"{name} (features, {rate} req/s)", result.errors)
         return result
 
@@ -374,13 +428,14 @@ class Bench:
         before = service.cpu_seconds()
         result: Throughput | StreamStats
         if kind == "plain":
-            result = await self.throughput(target, 32, plan.seconds)
+            result = await self.throughput(target, 32, plan.features.seconds)
             self._count_errors(f"{name} (features)", result.errors)
         elif kind == "stream":
-            result = await streams(target, plan.stream_concurrency, plan.stream_seconds, plan.stream_chunks, 0)
+            result = await streams(target, plan.stream_concurrency, plan.feature_stream_seconds, plan.stream_chunks,
+                                   0)
             self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
         else:
-            result = await streams(target, 32, plan.stream_seconds, plan.stream_chunks, plan.stream_interval_ms,
+            result = await streams(target, 32, plan.feature_stream_seconds, plan.stream_chunks, plan.stream_interval_ms,
                                    at_least=True, gap_at=CUT_AFTER + 1)
             self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
         return service.cpu_seconds() - before, result

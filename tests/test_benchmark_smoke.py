@@ -42,6 +42,13 @@ def test_quick_benchmark_produces_a_full_table(tmp_path: Path) -> None:
                     continue  # the soak runs through the gateway only
                 numbers = [float(n.replace(",", "")) for n in _NUMBER.findall(cells[columns.index(peer)])]
                 assert numbers and all(math.isfinite(n) for n in numbers), (peer, cells)
+    for measure in ("CPU per request at 200 req/s", "CPU per 10-chunk stream, paced",
+                    "CPU per 10-chunk stream, unpaced"):
+        cells = next(cells for name, cells in rows.items() if name.startswith(measure))
+        # Judged on the median of ratios paired within each round, its spread beside it; the host's noise noted.
+        assert re.search(r"median of 2 rounds [\d.]+x \([\d.]+-[\d.]+x\): ", cells[columns.index("goal")]), cells
+        assert re.fullmatch(r"[\d.]+x \([\d.]+-[\d.]+x\)", cells[columns.index("gateway vs bare")]), cells
+        assert f"Noise under '{cells[0]}' (" in report
     _assert_feature_rows(lines)
     assert "Upstream's own ceiling: " in report and "Machine: " in report
     assert "Failures:" not in report, report  # every request and stream of the run completed
