@@ -21,6 +21,13 @@ gateway/connections.py gives every request) keeps uvicorn's behaviour and change
   waits between the two would only delay its head). A chunked answer (a stream) writes its head at
   once, as uvicorn does.
 
+- a stream's pieces may skip the ASGI message altogether: `piece_writer(send)` gives the endpoint the
+  cycle's `write_piece` when `send` is the cycle's own (nothing wraps it), a plain call that frames
+  and writes a piece of a chunked body as send() would, or says it cannot (the client reads slower
+  than the gateway writes, or no chunked answer is in progress) so that send() takes that piece.
+  A paced stream sends every chunk on its own: the message dict, the coroutine and its await per
+  chunk were most of what the way out cost per chunk.
+
 Everything else (HEAD, 204/304, `connection: close`, keep-alive, flow control, the Content-Length
 checks, the access log, the errors for out-of-order messages) is uvicorn's logic, kept line for
 line below; tests/test_http_cycle.py compares the bytes on the wire with plain uvicorn's.
@@ -28,6 +35,7 @@ line below; tests/test_http_cycle.py compares the bytes on the wire with plain u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
@@ -45,6 +53,8 @@ _REPEATING = frozenset({
 _MAX_KNOWN = 4096  # pairs remembered at most (values come from the config: few; never grows for ever)
 _known: dict[tuple[bytes, bytes], bytes] = {}  # checked pair -> its line on the wire
 _defaults: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")  # the server's default headers, encoded
+# A chunk's size line by its size, for the usual sizes (a stream's pieces are mostly a few hundred bytes).
+_SIZE_LINES = [b"%x\r\n" % size for size in range(4096)]
 
 
 def _line(name: bytes, value: bytes) -> bytes:
@@ -151,7 +161,8 @@ class LeanCycle(RequestResponseCycle):
         elif self.chunked_encoding:
             if body:
                 end = b"\r\n" if more_body else b"\r\n0\r\n\r\n"
-                self.transport.write(b"".join((b"%x\r\n" % len(body), body, end)))
+                size = len(body)
+                self.transport.write(b"".join((_SIZE_LINES[size] if size < 4096 else b"%x\r\n" % size, body, end)))
             elif not more_body:
                 self.transport.write(b"0\r\n\r\n")
         else:
@@ -172,3 +183,23 @@ class LeanCycle(RequestResponseCycle):
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()
+
+    def write_piece(self, body: bytes) -> bool:
+        """Send `{"type": "http.response.body", "body": body, "more_body": True}` of a chunked answer now,
+        without the message and the await: True once done as send() would do it. False when send()
+        must take it instead: the client reads slower than the gateway writes (send waits for it), the
+        connection is gone, or no chunked answer is in progress (send says what is wrong)."""
+        if (self.flow.write_paused or self.disconnected or not self.response_started or self.response_complete
+                or not self.chunked_encoding or self.scope["method"] == "HEAD"):
+            return False
+        size = len(body)
+        if size:
+            self.transport.write(b"".join((_SIZE_LINES[size] if size < 4096 else b"%x\r\n" % size, body, b"\r\n")))
+        return True
+
+
+def piece_writer(send: Any) -> Callable[[bytes], bool] | None:
+    """The cycle's write_piece when `send` is a LeanCycle's own send (no middleware wraps it), else None:
+    a wrapped send may look at body messages, so then every piece goes through it."""
+    cycle = getattr(send, "__self__", None)
+    return cycle.write_piece if type(cycle) is LeanCycle else None

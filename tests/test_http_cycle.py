@@ -41,13 +41,51 @@ def answers() -> dict[str, tuple[int, Headers, list[tuple[bytes, bool]]]]:
     }
 
 
+WRITTEN = [b"data: 1\n\n", b"", b"data: 2\n\n", b"x" * 5000]  # "/written": pieces given to piece_writer
+offered: list[bool] = []  # per "/written" answer: whether the server offered a piece writer
+FLOOD = [bytes([65 + n % 26]) * 128 * 1024 for n in range(128)]  # "/flood": 16 MB, more than the socket buffers
+refused = asyncio.Event()  # "/flood": a piece the writer refused (the client is not reading)
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
+        return
+    if scope["path"] in ("/written", "/flood"):
+        await _written(scope["path"], send)
+        return
+    if scope["path"] == "/misuse":
+        await _misuse(send)
         return
     status, headers, pieces = answers()[scope["path"]]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     for body, more in pieces:
         await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+async def _written(path: str, send: Send) -> None:
+    """A stream whose pieces go through http_cycle.piece_writer where the server offers it, else send()."""
+    write = http_cycle.piece_writer(send)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    for body in WRITTEN if path == "/written" else FLOOD:
+        if write is None or not write(body):
+            if write is not None:
+                refused.set()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+    offered.append(write is not None)
+
+
+misused: list[bool] = []  # "/misuse": what the writer said when it must not write
+
+
+async def _misuse(send: Send) -> None:
+    write = http_cycle.piece_writer(send)
+    assert write is not None
+    misused.append(write(b"no"))  # no head yet
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    misused.append(write(b"no"))  # not a chunked answer
+    await send({"type": "http.response.body", "body": b"ok"})
+    misused.append(write(b"no"))  # after the end
 
 
 async def _serve(http: Any) -> tuple[uvicorn.Server, socket.socket]:
@@ -92,7 +130,8 @@ def request(path: str, method: str = "GET", version: str = "1.1") -> bytes:
     return f"{method} {path} HTTP/{version}\r\nhost: x\r\n\r\n".encode()
 
 
-CASES = [request(path) for path in answers() if path != "/too-long"] + [
+CASES = [request(path) for path in [*answers(), "/written"] if path != "/too-long"] + [
+    request("/written", "HEAD"), request("/written", version="1.0"),
     request("/json", "HEAD"), request("/json", version="1.0"), request("/stream", version="1.0"),
     request("/json") + request("/upper") + request("/stream"),  # pipelined on one connection
 ]
@@ -105,6 +144,43 @@ async def test_the_wire_is_uvicorns_byte_for_byte(servers: tuple[int, int], raw:
     lean = await exchange(lean_port, raw)
     assert lean == plain
     assert lean.startswith(b"HTTP/1.1 ") or b"/bad-" in raw  # a bad header: both close without a word
+
+
+async def test_pieces_written_without_send_are_the_bytes_send_would_write(servers: tuple[int, int]) -> None:
+    plain_port, lean_port = servers
+    offered.clear()
+    plain = await exchange(plain_port, request("/written"))
+    lean = await exchange(lean_port, request("/written"))
+    assert offered == [False, True]  # plain uvicorn's send is not a LeanCycle's: every piece went through send
+    assert lean == plain
+    assert lean.endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n1388\r\n" + b"x" * 5000 + b"\r\n0\r\n\r\n")
+
+
+async def test_a_client_slower_than_the_writer_gets_every_piece_through_send(servers: tuple[int, int]) -> None:
+    """Once the socket's buffers are full the writer refuses a piece and send() waits for the client;
+    nothing is lost or reordered."""
+    _, lean_port = servers
+    refused.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean_port, limit=2**20)
+    writer.write(request("/flood"))
+    await asyncio.wait_for(refused.wait(), 30)  # the client has read nothing yet
+    await reader.readuntil(b"\r\n\r\n")
+    body = b""
+    while not body.endswith(b"\r\n0\r\n\r\n"):
+        body += await asyncio.wait_for(reader.read(2**20), 30)
+    writer.close()
+    size = b"%x\r\n" % len(FLOOD[0])
+    assert body == b"".join(size + piece + b"\r\n" for piece in FLOOD) + b"0\r\n\r\n"
+
+
+async def test_the_writer_refuses_what_only_send_may_do(servers: tuple[int, int]) -> None:
+    """Before the answer's head, for a Content-Length answer and after the end, a piece is send()'s to
+    handle (a HEAD request's stream is compared with uvicorn's above)."""
+    _, lean_port = servers
+    misused.clear()
+    answer = await exchange(lean_port, request("/misuse"))
+    assert misused == [False, False, False]
+    assert answer.endswith(b"content-length: 2\r\n\r\nok")
 
 
 async def test_a_bad_header_value_never_reaches_the_wire_even_after_a_good_one_was_remembered(
