@@ -7,7 +7,7 @@ module knows which HTTP client moves the bytes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -105,11 +105,26 @@ class HttpResponse:
 
     def release(self) -> None:
         self._stop_watch()
-        self._response.release()
+        # A body read to its end has already given its connection back to the pool (aiohttp closes the
+        # response at the end of the body); its release() would only mark the spent body as closed.
+        if not self._response.closed:
+            self._response.release()
 
     def close(self) -> None:
         self._stop_watch()
         self._response.close()
+
+
+class _UpstreamRequest(aiohttp.ClientRequest):
+    """aiohttp's request without its automatic User-Agent and Accept-Encoding: an upstream learns
+    nothing of the client library, and the endpoint's own headers ask for answers uncompressed.
+
+    (aiohttp's way to skip them, the session's `skip_auto_headers`, builds a multidict of the names
+    to skip and copies the request's headers on every request: ~10k instructions a request.)"""
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        if "Accept" not in self.headers:  # the one automatic header kept
+            self.headers["Accept"] = "*/*"
 
 
 class Transport:
@@ -134,7 +149,7 @@ class Transport:
             cookie_jar=aiohttp.DummyCookieJar(),
             # Answers are relayed byte for byte, so ask for them uncompressed and never decode them.
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            request_class=_UpstreamRequest,
         )
 
     async def close(self) -> None:

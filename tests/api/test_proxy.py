@@ -76,6 +76,21 @@ async def test_credentials_come_from_env_and_client_headers_stay_behind(start_ga
         assert "gw-client-key" not in repr(seen)
 
 
+async def test_the_upstream_gets_only_the_gateways_own_headers(start_gateway: GatewayFactory) -> None:
+    """No User-Agent (nothing said of the client library) and `Accept-Encoding: identity` (answers are
+    relayed byte for byte, so asked for uncompressed): of aiohttp's automatic headers only Accept."""
+    async with FakeUpstream() as up:
+        gw = await gateway_for(start_gateway, up)
+        assert (await gw.chat(BODY)).status_code == 200
+        assert (await gw.chat({**BODY, "stream": True})).status_code == 200
+        for seen in up.received:
+            assert sorted(seen.headers) == ["accept", "accept-encoding", "authorization", "content-length",
+                                            "content-type", "host"]
+            assert seen.headers["accept"] == "*/*"
+            assert seen.headers["accept-encoding"] == "identity"
+            assert seen.headers["content-type"] == "application/json"
+
+
 # The gateway's own server tells the app at once that a connection was lost (gateway/connections.py);
 # under plain uvicorn a listener task finds it out on receive(). Both must cancel the upstream.
 SERVERS = pytest.mark.parametrize("uvicorn_options", [None, {"http": "httptools"}], ids=["gateway", "uvicorn"])
