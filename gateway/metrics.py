@@ -137,48 +137,144 @@ def _capped(series: int, labels: tuple[str, ...]) -> tuple[str, ...]:
     return labels if series < MAX_SERIES else (OTHER,) * len(labels)
 
 
-class _Local(Collector):
-    """One process: values in plain dicts, turned into metric families only when scraped."""
+class _Backend:
+    """Where values go: the per-request calls below in their general form (each series added to by
+    name), for the multiprocess backend; one process adds to series it holds (`_Local`)."""
+
+    def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        raise NotImplementedError
+
+    def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
+        raise NotImplementedError
+
+    def request_finished(self, model: str, provider: str, status: int, duration: float, overhead: float | None,
+                         ttft: float | None) -> None:
+        self.inc(REQUESTS, (model, provider, str(status)))
+        self.observe(DURATION, (model, provider), duration)
+        if overhead is not None:
+            self.observe(OVERHEAD, (provider,), overhead)
+        if ttft is not None:
+            self.observe(TTFT, (model, provider), ttft)
+
+    def usage(self, model: str, provider: str, upstream_model: str, input: int, output: int, cached: int,
+              reasoning: int, cost_usd: float | None) -> None:
+        # Straight-line rather than a loop over the four kinds: this runs for every answered request.
+        if input:
+            self.inc(TOKENS, (model, provider, upstream_model, "input"), input)
+        if output:
+            self.inc(TOKENS, (model, provider, upstream_model, "output"), output)
+        if cached:
+            self.inc(TOKENS, (model, provider, upstream_model, "cached"), cached)
+        if reasoning:
+            self.inc(TOKENS, (model, provider, upstream_model, "reasoning"), reasoning)
+        if cost_usd:
+            self.inc(COST, (model, provider, upstream_model), cost_usd)
+
+
+# The most series of one kind of request kept at hand (`_Local._finished`, `_Local._used`); beyond,
+# a request adds to its series by name (labels are known ids: this is not reached in practice).
+_HELD = 4096
+
+
+class _Local(_Backend, Collector):
+    """One process: values in plain containers, turned into metric families only when scraped.
+
+    A counter's or gauge's value is a one-item list (a cell), so that the series a finished request
+    adds to can be held per label set and added to in place: ten series found by name cost a
+    fifth of the gateway's own work per request."""
 
     def __init__(self) -> None:
-        self.values: dict[_Spec, dict[tuple[str, ...], float]] = {s: {} for s in SPECS if s.kind != "histogram"}
+        self.values: dict[_Spec, dict[tuple[str, ...], list[float]]] = {
+            s: {} for s in SPECS if s.kind != "histogram"}
         # Per label set: one count per bucket, then the +Inf overflow, then the sum.
         self.histograms: dict[_Spec, dict[tuple[str, ...], list[float]]] = {
             s: {} for s in SPECS if s.kind == "histogram"}
+        # By (model, provider, status, has overhead): requests count, durations, overheads (or None).
+        self._finished: dict[tuple[str, str, int, bool], tuple[list[float], list[float], list[float] | None]] = {}
+        # By (model, provider, upstream model): input tokens, output tokens, cost.
+        self._used: dict[tuple[str, str, str], tuple[list[float], list[float], list[float]]] = {}
+
+    def cell(self, spec: _Spec, labels: tuple[str, ...]) -> list[float]:
+        values = self.values[spec]
+        cell = values.get(labels)
+        if cell is None:
+            labels = _capped(len(values), labels)
+            cell = values.get(labels) or values.setdefault(labels, [0.0])
+        return cell
+
+    def series(self, spec: _Spec, labels: tuple[str, ...]) -> list[float]:
+        series = self.histograms[spec]
+        counts = series.get(labels)
+        if counts is None:
+            labels = _capped(len(series), labels)
+            counts = series.get(labels) or series.setdefault(labels, [0.0] * (len(spec.buckets) + 2))
+        return counts
 
     def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        values = self.values[spec]
         try:
-            values[labels] += amount  # a series seen before: the per-request case, kept short
+            self.values[spec][labels][0] += amount  # a series seen before: the per-request case, kept short
         except KeyError:
-            labels = _capped(len(values), labels)
-            values[labels] = values.get(labels, 0.0) + amount
+            self.cell(spec, labels)[0] += amount
 
     def set(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
-        values = self.values[spec]
-        if labels not in values:
-            labels = _capped(len(values), labels)
-        values[labels] = value
+        self.cell(spec, labels)[0] = value
 
     def remove(self, spec: _Spec, labels: tuple[str, ...]) -> None:
+        # Only gauges are removed, and no request holds a gauge's cell (in-flight is never removed).
         self.values[spec].pop(labels, None)
 
     def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
-        series = self.histograms[spec]
-        try:
-            counts = series[labels]
-        except KeyError:
-            labels = _capped(len(series), labels)
-            counts = series.get(labels) or series.setdefault(labels, [0.0] * (len(spec.buckets) + 2))
+        counts = self.series(spec, labels)
         counts[bisect_left(spec.buckets, value)] += 1
         counts[-1] += value
+
+    def request_finished(self, model: str, provider: str, status: int, duration: float, overhead: float | None,
+                         ttft: float | None) -> None:
+        key = (model, provider, status, overhead is not None)
+        held = self._finished.get(key)
+        if held is None:
+            held = self._finished_series(key)
+        requests, durations, overheads = held
+        requests[0] += 1
+        durations[bisect_left(DURATION.buckets, duration)] += 1
+        durations[-1] += duration
+        if overheads is not None and overhead is not None:
+            overheads[bisect_left(OVERHEAD.buckets, overhead)] += 1
+            overheads[-1] += overhead
+        if ttft is not None:
+            self.observe(TTFT, (model, provider), ttft)
+
+    def _finished_series(self, key: tuple[str, str, int, bool]
+                         ) -> tuple[list[float], list[float], list[float] | None]:
+        model, provider, status, has_overhead = key
+        held = (self.cell(REQUESTS, (model, provider, str(status))), self.series(DURATION, (model, provider)),
+                self.series(OVERHEAD, (provider,)) if has_overhead else None)
+        if len(self._finished) < _HELD:
+            self._finished[key] = held
+        return held
+
+    def usage(self, model: str, provider: str, upstream_model: str, input: int, output: int, cached: int,
+              reasoning: int, cost_usd: float | None) -> None:
+        if not (input and output and cost_usd) or cached or reasoning:
+            super().usage(model, provider, upstream_model, input, output, cached, reasoning, cost_usd)
+            return
+        # The usual answer: input and output tokens and a price, the three series held together.
+        key = (model, provider, upstream_model)
+        held = self._used.get(key)
+        if held is None:
+            held = (self.cell(TOKENS, (*key, "input")), self.cell(TOKENS, (*key, "output")), self.cell(COST, key))
+            if len(self._used) < _HELD:
+                self._used[key] = held
+        held[0][0] += input
+        held[1][0] += output
+        held[2][0] += cost_usd
 
     def collect(self) -> Iterator[Metric]:
         for spec, values in self.values.items():
             family_type = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
             family = family_type(spec.name, spec.help, labels=spec.labels)
-            for labels, value in values.items():
-                family.add_metric(labels, value)
+            for labels, cell in values.items():
+                family.add_metric(labels, cell[0])
             yield family
         for spec, series in self.histograms.items():
             histogram = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
@@ -192,7 +288,7 @@ class _Local(Collector):
             yield histogram
 
 
-class _Shared:
+class _Shared(_Backend):
     """Several processes: prometheus-client metrics over its multiprocess files (children cached)."""
 
     def __init__(self) -> None:
@@ -240,20 +336,14 @@ _backend: _Local | _Shared = _Shared() if _SHARED else _Local()
 if isinstance(_backend, _Local):
     REGISTRY.register(_backend)
 _inc, _set, _observe = _backend.inc, _backend.set, _backend.observe
+# A finished request: its count, duration and overhead (and a stream's time to first token).
+request_finished = _backend.request_finished
+# An answered request's tokens and cost, from the upstream that served it.
+usage = _backend.usage
 
 
 def in_flight(model: str, delta: int) -> None:
     _inc(IN_FLIGHT, (model,), delta)
-
-
-def request_finished(model: str, provider: str, status: int, duration: float, overhead: float | None,
-                     ttft: float | None) -> None:
-    _inc(REQUESTS, (model, provider, str(status)))
-    _observe(DURATION, (model, provider), duration)
-    if overhead is not None:
-        _observe(OVERHEAD, (provider,), overhead)
-    if ttft is not None:
-        _observe(TTFT, (model, provider), ttft)
 
 
 def attempt(provider: str, upstream_model: str, outcome: str) -> None:
@@ -266,21 +356,6 @@ def retry(provider: str, upstream_model: str) -> None:
 
 def fallback(model: str, from_target: str, to_target: str) -> None:
     _inc(FALLBACKS, (model, from_target, to_target))
-
-
-def usage(model: str, provider: str, upstream_model: str, input: int, output: int, cached: int, reasoning: int,
-          cost_usd: float | None) -> None:
-    # Straight-line rather than a loop over the four kinds: this runs for every answered request.
-    if input:
-        _inc(TOKENS, (model, provider, upstream_model, "input"), input)
-    if output:
-        _inc(TOKENS, (model, provider, upstream_model, "output"), output)
-    if cached:
-        _inc(TOKENS, (model, provider, upstream_model, "cached"), cached)
-    if reasoning:
-        _inc(TOKENS, (model, provider, upstream_model, "reasoning"), reasoning)
-    if cost_usd:
-        _inc(COST, (model, provider, upstream_model), cost_usd)
 
 
 def key_spend(key: str, cost_usd: float) -> None:

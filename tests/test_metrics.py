@@ -116,5 +116,33 @@ def test_series_per_metric_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
         local.observe(metrics.DURATION, (f"junk-{index}", "echo"), 0.5)
     assert len(local.values[metrics.REQUESTS]) == 51 and len(local.values[metrics.IN_FLIGHT]) == 51
     assert len(local.histograms[metrics.DURATION]) == 51
-    assert local.values[metrics.REQUESTS][("other", "other", "other")] == 150, "nothing is lost, only pooled"
+    assert local.values[metrics.REQUESTS][("other", "other", "other")] == [150], "nothing is lost, only pooled"
     assert local.histograms[metrics.DURATION][("other", "other")][-1] == 150 * 0.5
+
+
+def test_the_series_a_request_holds_add_up_as_the_series_found_by_name() -> None:
+    """One process holds the series a finished request adds to; the sums are those of adding to each
+    series by name, as the multiprocess backend does (and first uses create the same series)."""
+    from gateway import metrics
+
+    held, by_name = metrics._Local(), metrics._Local()
+    requests = [("m", "p", "u", 200, 0.3, 0.002, None, 12, 30, 0, 0, 7e-05),
+                ("m", "p", "u", 200, 1.5, 0.0004, 0.2, 12, 0, 0, 0, 2e-05),  # no output: by name
+                ("m", "p", "u", 200, 0.3, 0.002, None, 5, 9, 3, 1, 1e-05),  # cached, reasoning: by name
+                ("m", "q", "v", 200, 0.3, 0.002, None, 5, 9, 0, 0, None),  # no price: by name
+                ("m", "none", "-", 502, 2.0, None, None, 0, 0, 0, 0, None),  # no overhead
+                ("m", "p", "u", 429, 0.01, None, None, 0, 0, 0, 0, None),
+                ("m", "p", "u", 200, 700.0, 0.5, 30.0, 1, 1, 0, 0, 1.0)]
+    for _ in range(3):
+        for model, provider, upstream, code, duration, overhead, ttft, *used in requests:
+            held.request_finished(model, provider, code, duration, overhead, ttft)
+            held.usage(model, provider, upstream, *used)
+            metrics._Backend.request_finished(by_name, model, provider, code, duration, overhead, ttft)
+            metrics._Backend.usage(by_name, model, provider, upstream, *used)
+    assert held._finished and held._used, "the usual requests were added to held series"
+
+    def sums(local: metrics._Local) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+        return sorted((family.name, sample.name, tuple(sorted(sample.labels.items())), sample.value)
+                      for family in local.collect() for sample in family.samples)
+
+    assert sums(held) == sums(by_name)
