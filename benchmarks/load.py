@@ -280,13 +280,17 @@ def classify(wire: Wire, event: bytes) -> str:
 
 
 async def streams(target: Target, concurrency: int, seconds: float, chunks: int, interval_ms: float,
-                  max_streams: int | None = None, *, at_least: bool = False, gap_at: int | None = None) -> StreamStats:
+                  max_streams: int | None = None, *, at_least: bool = False, gap_at: int | None = None,
+                  settle: float = 0.0, meter: Meter | None = None) -> StreamStats:
     """`concurrency` clients streaming back to back; counts what completes in a `seconds` window.
 
     Paced streams start staggered over one stream's duration, as independent users would, rather
     than all at once: in lock-step, 256 simultaneous restarts every second would measure the burst
     (and this client's own cost of sending 256 requests at once), not the steady state. The window
-    opens once every client has started, so the ramp is not counted. A stream is complete when it
+    opens once every client has started (and `settle` seconds more, for the last ones' connections),
+    so the ramp is not counted; `meter` is started when it opens and stopped when it closes, so the
+    CPU it reads is the steady state's, without the clients' connection set-up and teardown (which
+    would weigh more the shorter the window). A stream is complete when it
     ended cleanly with usage and exactly `chunks` content chunks (`at_least`: that many or more, for
     streams continued after a cut, which repeat what the client already had or not). `gaps` holds
     each complete stream's longest wait between content chunks, or with `gap_at` the wait before
@@ -301,7 +305,7 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
     wire = target.wire
     ramp = chunks * interval_ms / 1000
     begun = time.perf_counter()
-    opens, closes = begun + ramp, begun + ramp + seconds
+    opens, closes = begun + ramp + settle, begun + ramp + settle + seconds
     limit = max_streams if max_streams is not None else math.inf
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=_TIMEOUT) as session:
@@ -351,7 +355,14 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
                 else:
                     incomplete += 1
 
-        await asyncio.gather(*(client(i / concurrency * ramp) for i in range(concurrency)))
+        async def window(meter: Meter) -> None:
+            await asyncio.sleep(max(0.0, opens - time.perf_counter()))
+            meter.start()
+            await asyncio.sleep(max(0.0, closes - time.perf_counter()))
+            meter.stop()
+
+        metering = [window(meter)] if meter is not None else []
+        await asyncio.gather(*(client(i / concurrency * ramp) for i in range(concurrency)), *metering)
     in_window = sum(1 for _, end in finished if opens <= end <= closes)
     return StreamStats(in_window, received, seconds, [t for start, t in ttft if start >= opens], incomplete,
                        [g for start, g in gaps if start >= opens], len(finished))

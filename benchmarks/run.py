@@ -98,20 +98,21 @@ class Plan:
     stream_concurrency: int
     stream_chunks: int
     stream_interval_ms: float
+    stream_settle: float  # seconds from the last client's start to a stream window's opening
     soak: int  # requests for the memory soak (one in twenty a 20-chunk stream)
     warmup: float
     ceiling_seconds: float  # per run measuring the upstream's own ceiling
 
 
-# The CPU phases take as long as they did as two rounds of 8 s / 5 s / 6 s (paced: plus its ramp and
-# tail per run); the other phases are unchanged.
+# The CPU phases take about as long as they did as two rounds of 8 s / 5 s / 6 s (streams: each run also
+# has its ramp, settle and tail); the other phases are unchanged.
 FULL = Plan(throughput=Rounds(4, 4), latency={20: Rounds(2, 10), 200: Rounds(8, 1.25)}, paced=Rounds(4, 2),
-            unpaced=Rounds(4, 3), features=Rounds(2, 8), feature_stream_seconds=6, feature_latency_seconds=5,
-            stream_concurrency=256, stream_chunks=50, stream_interval_ms=20, soak=1_000_000, warmup=3,
-            ceiling_seconds=3)
+            unpaced=Rounds(4, 2.75), features=Rounds(2, 8), feature_stream_seconds=6, feature_latency_seconds=5,
+            stream_concurrency=256, stream_chunks=50, stream_interval_ms=20, stream_settle=0.25, soak=1_000_000,
+            warmup=3, ceiling_seconds=3)
 QUICK = Plan(throughput=Rounds(2, 1), latency={20: Rounds(1, 0.5), 200: Rounds(2, 0.5)}, paced=Rounds(2, 0.5),
              unpaced=Rounds(2, 0.5), features=Rounds(1, 1), feature_stream_seconds=1, feature_latency_seconds=0.5,
-             stream_concurrency=16, stream_chunks=10, stream_interval_ms=5, soak=300, warmup=0.5,
+             stream_concurrency=16, stream_chunks=10, stream_interval_ms=5, stream_settle=0.1, soak=300, warmup=0.5,
              ceiling_seconds=1)
 
 
@@ -353,10 +354,8 @@ class Bench:
         phase = plan.paced if paced else plan.unpaced
 
         async def run(peer: Peer, meter: Meter) -> StreamStats:
-            meter.start()
             result = await streams(peer.target, plan.stream_concurrency, phase.seconds, plan.stream_chunks,
-                                   interval_ms)
-            meter.stop()
+                                   interval_ms, settle=plan.stream_settle, meter=meter)
             self._count_errors(f"{peer.name} (incomplete streams)", result.incomplete)
             return result
 
@@ -379,11 +378,11 @@ class Bench:
         self.rows.append(Row("chunks/s" + ("" if paced else ", unpaced"),
                              {k: sum(s.chunks for s in stats[k]) / seconds[k] for k in stats}, 0))
         # Paced, every chunk is its own read and send (a real model's stream); unpaced, a stream arrives in
-        # one or a few reads. The relay is held to the raw-ASGI proxy's CPU in both. The CPU was spent over
-        # the whole run, ramp and tail included: divided by every stream served, not the window's.
+        # one or a few reads. The relay is held to the raw-ASGI proxy's CPU in both. The CPU is the window's
+        # (steady state: every client connected, 256 streams in flight), per stream completed in it.
         self.cpu_row(f"CPU per {c}-chunk stream, {'paced' if paced else 'unpaced'} (ms)",
                      {name: [r.cpu for r in self.readings[name]] for name in stats},
-                     {name: [s.served for s in runs] for name, runs in stats.items()},
+                     {name: [s.streams for s in runs] for name, runs in stats.items()},
                      paired_at_most(1.0, "raw ASGI"))
 
     async def measure_features(self, pricing: Pricing) -> None:
