@@ -131,7 +131,10 @@ class Pipeline:
         started = time.monotonic()
         protocol = self._protocol
         given = request_headers(scope)
-        headers = {text: given[name].decode("latin-1") for name, text in self._wanted if name in given}
+        headers: dict[str, str] = {}
+        for name, text in self._wanted:  # a loop, not a comprehension: no function frame of its own
+            if name in given:
+                headers[text] = given[name].decode("latin-1")
         request_id = request_id_of(scope)
         runtime = self._runtime()
         context = RequestRecord(request_id, started, self._protocol.path)

@@ -78,7 +78,10 @@ async def attempt(
             return await _first_content(target, dialect, response, deadline, first_token,
                                         EventSplitter(limits.max_event_bytes))
         try:
-            raw = await _read_whole(response, limits.max_answer_bytes, stream, target, deadline)
+            if stream:
+                raw = await _read_whole(response, limits.max_answer_bytes, stream, target, deadline)
+            else:  # bounded by aiohttp's timer already: read without a coroutine layer of our own
+                raw = await response.read_all(limits.max_answer_bytes)
         except UpstreamTimeout as error:
             raise _deadline_says(error, capped=total < timeouts.response) from None
         return _whole_answer(target, dialect, response, raw, stream)

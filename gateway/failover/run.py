@@ -70,10 +70,7 @@ class Served:
     run: Run
     leg: Leg
     executor: Executor
-    target: Target = field(init=False)  # opened.target (read several times per request)
-
-    def __post_init__(self) -> None:
-        self.target = self.opened.target
+    target: Target  # opened.target (read several times per request)
 
     @property
     def response(self) -> UpstreamResponse:
@@ -234,7 +231,7 @@ class Executor:
             tries += 1
             opened = await self.attempt_once(run, target, leg, payload, ticket)
             if isinstance(opened, Opened):
-                return Served(opened, ticket, run, leg, self)
+                return Served(opened, ticket, run, leg, self, opened.target)
             error = opened
             if classify(error) is not Action.RETRY or tries >= target.retry.attempts:
                 return None

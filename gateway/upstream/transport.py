@@ -173,15 +173,17 @@ class Transport:
         url = self._url(endpoint.base_url, path)
         sent = {**endpoint.headers, **headers} if headers else self._endpoint_headers(endpoint.headers)
         try:
+            # The request coroutine itself (what session.post() wraps): the wrapper, a subscripted
+            # generic, raises and clears an AttributeError as it is made, and adds a layer to await.
             if first_byte is None:
-                response = await self._session.post(
-                    url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
+                response = await self._session._request(
+                    "POST", url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
                     allow_redirects=False,
                 )
             else:
                 async with asyncio.timeout(first_byte):
-                    response = await self._session.post(
-                        url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
+                    response = await self._session._request(
+                        "POST", url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
                         allow_redirects=False,
                     )
         except aiohttp.ConnectionTimeoutError:
