@@ -120,7 +120,11 @@ _BETWEEN = b"}\n\ndata: {"
 _DONE_EVENT = b"data: [DONE]"
 
 
-def plain_runs(events: list[bytes]) -> list[tuple[bytes, int]]:
+Run = tuple[bytes, int]  # (plain events joined by blank lines, how many), or (one event to read, 0)
+_DONE_READ = b"data: [DONE]\n\n"
+
+
+def plain_runs(events: list[bytes]) -> list[Run]:
     """The events in order as runs: (events joined by blank lines, how many) for plain events the
     relay may forward without reading, (one event, 0) for an event to read. Plain: a one-line
     `data: {...}` event whose finish_reason, usage and error keys are absent or null."""
@@ -134,42 +138,64 @@ def plain_runs(events: list[bytes]) -> list[tuple[bytes, int]]:
     suspects = _suspects(blob, events)
     if not suspects:
         return [(blob, len(events))]
-    runs: list[tuple[bytes, int]] = []
+    return _cut(blob, suspects, len(blob))
+
+
+def read_runs(data: bytes) -> int | tuple[Run, ...] | None:
+    """One upstream read that starts a new event, judged on the read itself (no split, no join):
+    - n > 0: nothing but n whole plain events, each ended by its blank line: forward it as read;
+    - runs: what plain_runs would make of its events (plain stretches are slices of the read);
+    - None: a read of another shape (a CR, a multi-line or blank event, an event of another shape
+      among several, a read that ends inside an event): split it and give its events to plain_runs.
+
+    plain_runs' reasoning, by counts over the read rather than positions in it: every newline is in a
+    blank line that ends an event, and every blank line but the last sits between `}` and `data: {`
+    (a `data: [DONE]` may end the read). Each bytes method call costs about as much as scanning a
+    short event, so the usual read (one event) is judged with as few calls as will do."""
+    size = len(data)
+    newline = data.find(b"\n")
+    if newline == size - 2:  # one event: the blank line that ends it is its only newline
+        if newline == 0 or data.find(b"\r") >= 0:
+            return None
+        if data[:7] == _START and data[-3:] == b"}\n\n" and _nothing_watched(data):
+            return 1
+        return ((data[:-2], 0),)
+    if newline < 0 or data.find(b"\r") >= 0:
+        return None
+    end = size - 14 if data[-14:] == _DONE_READ else size  # the usual last read of a stream
+    if data[:7] != _START or data[end - 3:end] != b"}\n\n":
+        return None
+    between = data.count(_BETWEEN, 0, end)
+    if data.count(b"\n", 0, end) != 2 * between + 2:
+        return None  # a newline elsewhere than in the blank lines between `}` and `data: {`
+    done: tuple[Run, ...] = ((_DONE_EVENT, 0),) if end < size else ()
+    if not between:  # one event, then the [DONE]
+        return ((data[:end - 2], 1 if _nothing_watched(data) else 0), *done)
+    suspects = _valued_keys(data)
+    if not suspects:
+        return ((data[:end - 2], between + 1), *done) if done else between + 1
+    return (*_cut(data, suspects, end - 2), *done)
+
+
+def _cut(blob: bytes, suspects: list[int], end: int) -> list[Run]:
+    """The events of blob[:end] (joined by blank lines) as runs around the events that hold the offsets
+    in `suspects`."""
+    runs: list[Run] = []
     start = 0
     for at in sorted(suspects):
         if at < start:
             continue  # in an event already cut out
         first = blob.rfind(b"\n\n", start, at)
         first = start if first < 0 else first + 2
-        last = blob.find(b"\n\n", at)
-        last = len(blob) if last < 0 else last
+        last = blob.find(b"\n\n", at, end)
+        last = end if last < 0 else last
         if first > start:
             runs.append((blob[start:first - 2], blob.count(b"\n\n", start, first - 2) + 1))
         runs.append((blob[first:last], 0))
         start = last + 2
-    if start < len(blob):
-        runs.append((blob[start:], blob.count(b"\n\n", start) + 1))
+    if start < end:
+        runs.append((blob[start:end], blob.count(b"\n\n", start, end) + 1))
     return runs
-
-
-def plain_read(data: bytes) -> int:
-    """How many events `data` holds when it is nothing but whole plain events, each ended by its blank
-    line: one upstream read the relay may forward as read. 0 when any event in it must be read (or is
-    of another shape, or the read ends inside an event).
-
-    plain_runs' reasoning, by counts over the read rather than positions in it: every newline is in a
-    blank line that ends an event, and every blank line but the last sits between `}` and `data: {`.
-    Per read this runs once; each bytes method call costs about as much as scanning a short event, so
-    the usual read (one event) is judged with as few calls as will do, and slices where they will."""
-    if data[:7] != _START or data[-3:] != b"}\n\n" or data.find(b"\r") >= 0:
-        return 0
-    if data.find(b"\n") == len(data) - 2:
-        events = 1  # one event: the blank line that ends it is its only newline
-    else:
-        events = data.count(b"\n\n")
-        if data.count(b"\n") != 2 * events or data.count(_BETWEEN) != events - 1:
-            return 0
-    return events if _nothing_watched(data) else 0
 
 
 def _plain_one(event: bytes) -> bool:
@@ -206,17 +232,25 @@ def _suspects(blob: bytes, events: list[bytes]) -> list[int]:
                     or event.find(b"\r") >= 0:
                 suspects.append(offset)
             offset += len(event) + 2
+    return suspects + _valued_keys(blob)
+
+
+def _valued_keys(data: bytes) -> list[int]:
+    """Offsets of the finish_reason, usage and error keys in `data` whose value is not null (the first
+    in each event that has one): the null forms are blanked out of a copy, and each key left is one."""
+    found: list[int] = []
     for key, nulls in _WATCHED:
-        masked = blob
-        at = masked.find(key)
+        at = data.find(key)
         if at < 0:
             continue
-        for null in nulls:  # blank the null forms out (same length: offsets stay the event's)
+        masked = data
+        for null in nulls:  # same length: offsets stay the event's
             if masked.find(null, at) >= 0:
                 masked = masked.replace(null, b"-" * len(null))
-        at = masked.find(key, at)
+        if masked is not data:
+            at = masked.find(key, at)
         while at >= 0:
-            suspects.append(at)
+            found.append(at)
             end = masked.find(b"\n\n", at)
             at = masked.find(key, end) if end >= 0 else -1
-    return suspects
+    return found

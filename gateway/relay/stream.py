@@ -13,8 +13,8 @@ the client has been sent, which is what a continuation needs. Every byte from th
 the provider's Secrets on its way out.
 
 Plain deltas (no finish, usage or error in them) are not parsed on the way: a few byte scans per
-read find the events that are (chunk.plain_runs), and the transcript reads the rest only if a
-continuation asks.
+read find the events that are (chunk.read_runs on the read as it came, chunk.plain_runs on events),
+and the transcript reads the rest only if a continuation asks.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from gateway.relay.chunk import Chunk, MalformedChunk, interpret, plain_read, plain_runs
+from gateway.relay.chunk import Chunk, MalformedChunk, Run, interpret, plain_runs, read_runs
 from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
@@ -50,7 +50,7 @@ class Transcript:
     """What the client has been sent so far, as much as a continuation needs: the text of choice 0,
     whether any tool call or content other than text went out, and the first chunk (id, model).
 
-    Events the relay forwarded unread (plain deltas, see chunk.plain_prefix) are kept as the bytes
+    Events the relay forwarded unread (plain deltas, see chunk.read_runs) are kept as the bytes
     sent and read only when a continuation asks, so a stream that never breaks never reads them.
     Past `FOLD_AT` bytes of them they are read and kept as text, which bounds the memory a long
     stream holds to about that."""
@@ -170,7 +170,7 @@ async def relay(
     fast = edit is None and process is None
     clean = False
     try:
-        pending: list[bytes] | bytes = held
+        pending: bytes | list[bytes] | tuple[Run, ...] = held  # a plain read, events, or a read's runs
         while True:
             if isinstance(pending, bytes):  # a read of plain deltas
                 yield _sent(pending, result, secrets)
@@ -210,19 +210,25 @@ async def relay(
 
 
 def _plain_or_split(data: bytes, splitter: EventSplitter, result: RelayResult,
-                    transcript: Transcript) -> list[bytes] | bytes:
-    """A read of whole plain events (chunk.plain_read) as it came, counted and noted unread; else its events."""
-    plain = plain_read(data) if splitter.empty and len(data) <= splitter.max_event else 0
-    if not plain:
+                    transcript: Transcript) -> bytes | list[bytes] | tuple[Run, ...]:
+    """A read of whole plain events as it came, counted and noted unread; else the read's runs
+    (chunk.read_runs), or its events when it is of another shape or continues an event."""
+    runs = read_runs(data) if splitter.empty and len(data) <= splitter.max_event else None
+    if runs is None:
         return splitter.feed(data)
-    result.chunks += plain
-    transcript.add_unread(data)
-    return data
+    if isinstance(runs, int):
+        result.chunks += runs
+        transcript.add_unread(data)
+        return data
+    return runs
 
 
-def _events(events: list[bytes], out: list[bytes], result: RelayResult, transcript: Transcript, wants_usage: bool,
-            edit: Edit | None, process: EventProcessor | None, secrets: Secrets) -> bool:
-    """Append what the client should get of `events` to `out`; True once the upstream's stream is complete."""
+def _events(events: list[bytes] | tuple[Run, ...], out: list[bytes], result: RelayResult, transcript: Transcript,
+            wants_usage: bool, edit: Edit | None, process: EventProcessor | None, secrets: Secrets) -> bool:
+    """Append what the client should get of `events` (or a read's runs) to `out`; True once the
+    upstream's stream is complete."""
+    if isinstance(events, tuple):
+        return _runs(events, out, result, transcript, wants_usage)
     if process is None:
         return _process(events, out, result, transcript, wants_usage, edit)
     return process(events, out, result, wants_usage, secrets)
@@ -254,16 +260,22 @@ def _process(events: list[bytes], out: list[bytes], result: RelayResult, transcr
     events that may end the stream or carry usage or an error, and every event of a continuation
     segment (`edit` rewrites them), are read one by one."""
     if edit is None:
-        for run, plain in plain_runs(events):
-            if plain:
-                out += (run, b"\n\n")
-                transcript.add_unread(run)
-                result.chunks += plain
-            elif _process_one(run, out, result, transcript, wants_usage, edit):
-                return True
-        return False
+        return _runs(plain_runs(events), out, result, transcript, wants_usage)
     # any() stops at the [DONE]: nothing after it is the client's.
     return any(_process_one(event, out, result, transcript, wants_usage, edit) for event in events)
+
+
+def _runs(runs: list[Run] | tuple[Run, ...], out: list[bytes], result: RelayResult, transcript: Transcript,
+          wants_usage: bool) -> bool:
+    """Plain runs go out unread, the other events are read one by one; True at the upstream's [DONE]."""
+    for run, plain in runs:
+        if plain:
+            out += (run, b"\n\n")
+            transcript.add_unread(run)
+            result.chunks += plain
+        elif _process_one(run, out, result, transcript, wants_usage, None):
+            return True
+    return False
 
 
 def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript: Transcript,

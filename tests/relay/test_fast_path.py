@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from gateway.relay.chunk import interpret, plain_read, plain_runs
-from gateway.relay.sse import event_data
+from gateway.relay.chunk import interpret, plain_runs, read_runs
+from gateway.relay.sse import EventSplitter, event_data
 from gateway.relay.stream import Transcript
 
 BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
@@ -125,18 +125,92 @@ def test_a_whole_read_goes_out_as_read_only_when_every_event_in_it_would() -> No
         events = [_random_event(rng) for _ in range(rng.randint(1, 6))]
         read = b"\n\n".join(events) + b"\n\n"
         every = all(plain for _, plain in plain_runs(events))
-        assert plain_read(read) == (len(events) if every else 0), read
+        assert read_runs(read) == len(events) if every else not isinstance(read_runs(read), int), read
         whole += every
-        assert plain_read(read[:-1]) == 0 and plain_read(read[:-2]) == 0, "a read ending inside an event"
+        assert read_runs(read[:-1]) is None and read_runs(read[:-2]) is None, "a read ending inside an event"
     assert whole > 30, "the cases exercise whole plain reads"
 
 
 def test_a_read_of_another_shape_is_split_and_read() -> None:
     a, b = event([delta("a")]), event([delta("b")])
-    assert plain_read(a + b"\n\n" + b + b"\n\n") == 2
+    assert read_runs(a + b"\n\n" + b + b"\n\n") == 2
     for odd in (a + b"\n\n\n\n" + b + b"\n\n", a + b"\r\n\r\n", a + b"\n\n: keep-alive\n\n" + b + b"\n\n",
-                a + b"\n\ndata: [DONE]\n\n", a + b"\n" + b + b"\n\n", b"\n\n" + a + b"\n\n"):
-        assert plain_read(odd) == 0, odd
+                a + b"\n" + b + b"\n\n", b"\n\n" + a + b"\n\n", b"\n\n", a + b"\n\n" + b,
+                b"event: x\n" + a + b"\n\n", a + b"\rdata: {}\n\n"):
+        assert read_runs(odd) is None, odd
+
+
+def test_the_last_read_of_a_stream_is_cut_around_its_finish_usage_and_done() -> None:
+    role, words = event([delta("", role="assistant")]), [event([delta(f" w{i}")]) for i in range(50)]
+    finish = event([delta(finish="stop")])
+    usage = event([], usage={"prompt_tokens": 1, "completion_tokens": 50, "total_tokens": 51})
+    done = b"data: [DONE]"
+    read = b"\n\n".join([role, *words, finish, usage, done]) + b"\n\n"
+    assert read_runs(read) == ((b"\n\n".join([role, *words]), 51), (finish, 0), (usage, 0), (done, 0))
+    assert read_runs(b"\n\n".join([role, *words, done]) + b"\n\n") == \
+        ((b"\n\n".join([role, *words]), 51), (done, 0))
+    assert read_runs(role + b"\n\n" + done + b"\n\n") == ((role, 1), (done, 0))
+    assert read_runs(finish + b"\n\n" + done + b"\n\n") == ((finish, 0), (done, 0))
+    assert read_runs(done + b"\n\n") == ((done, 0),)
+    assert read_runs(b": keep-alive\n\n") == ((b": keep-alive", 0),), "one event of another shape is read"
+
+
+def _stream_events(rng: random.Random) -> list[bytes]:
+    """A stream's events as several upstreams write them, with the odd event the fast path must not miss."""
+    events = [event([delta("", role="assistant")], spaced=rng.random() < 0.3)]
+    for _ in range(rng.randint(0, 12)):
+        roll = rng.random()
+        if roll < 0.6:
+            events.append(_random_event(rng))
+        elif roll < 0.7:
+            events.append(event([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {
+                "arguments": '{"usage": 1}'}}]}, "finish_reason": None}], usage=None))
+        else:
+            events.append(rng.choice([b": keep-alive", b"event: ping\ndata: {}", b'data: {"a":1}\ndata: {"b":2}',
+                                      b'data: {"error":{"message":"overloaded"}}', b"data: [DONE]", b"retry: 10"]))
+    events.append(event([delta(finish=rng.choice(["stop", "length"]))], spaced=rng.random() < 0.3))
+    if rng.random() < 0.6:
+        events.append(event([], usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))
+    if rng.random() < 0.8:
+        events.append(b"data: [DONE]")
+    return events
+
+
+def test_a_read_judged_on_its_bytes_matches_splitting_it_and_judging_its_events() -> None:
+    """read_runs against the relay's general path (EventSplitter + plain_runs), over random reads of
+    random streams: LF and CRLF framing, reads cut anywhere, several events or one per read."""
+    rng = random.Random(17)
+    judged = fallbacks = 0
+    for _ in range(400):
+        events = _stream_events(rng)
+        crlf = rng.random() < 0.15
+        raw = b"".join(e + b"\n\n" for e in events)
+        if crlf:
+            raw = raw.replace(b"\n", b"\r\n")
+        if rng.random() < 0.4:  # one event per read, as a paced upstream writes
+            reads = [e + (b"\r\n\r\n" if crlf else b"\n\n") for e in events]
+        else:
+            cuts = sorted(rng.sample(range(1, len(raw)), min(rng.randint(0, 3), len(raw) - 1)))
+            reads = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+        relay = EventSplitter()  # the relay's splitter: read_runs only sees reads that start a new event
+        for read in reads:
+            if not relay.empty:
+                relay.feed(read)
+                continue
+            fresh = EventSplitter()
+            expected = plain_runs(fresh.feed(read))
+            got = read_runs(read)
+            if got is None:
+                fallbacks += 1
+                relay.feed(read)
+                continue
+            judged += 1
+            assert fresh.empty, ("judged a read that ends inside an event", read)
+            if isinstance(got, int):
+                assert expected == [(read[:-2], got)], read
+            else:
+                assert list(got) == expected, read
+    assert judged > 800 and fallbacks > 100, (judged, fallbacks)
 
 
 def test_unread_reads_keep_their_blank_lines_and_read_the_same() -> None:

@@ -1,6 +1,6 @@
 """A stream whose events arrive one read at a time (a real model's pace), through the gateway.
 
-Each such read of plain deltas goes out as it was read (relay.stream, chunk.plain_read): these
+Each such read of plain deltas goes out as it was read (relay.stream, chunk.read_runs): these
 check that nothing the slow path did is lost on the way: every delta in order, the upstream's
 secrets masked, the finish and usage still found, and the unread text still there for a
 continuation after a cut. The fake upstream pauses between events so they arrive apart; what is
