@@ -18,6 +18,7 @@ import orjson
 from gateway.config.schema import UpstreamLimits
 from gateway.errors import StreamCut, UpstreamProtocolError, UpstreamTimeout
 from gateway.failover.deadline import Deadline
+from gateway.relay.chunk import Run, read_runs
 from gateway.relay.sse import EventSplitter, is_event_stream
 from gateway.routing import Target
 from gateway.upstream import echo
@@ -35,7 +36,9 @@ class Opened:
     response: UpstreamResponse
     body: bytes | None = None
     parsed: dict[str, Any] | None = None
-    held: list[bytes] = field(default_factory=list)  # events read before the first content, replayed
+    # Events read up to the first content, replayed: as events, or as the runs of the one read they
+    # came in (chunk.read_runs), kept whole rather than split here and joined again by the relay.
+    held: list[bytes] | tuple[Run, ...] = field(default_factory=list)
     splitter: EventSplitter = field(default_factory=EventSplitter)
     first_token_at: float | None = None
 
@@ -109,6 +112,7 @@ async def _first_content(target: Target, dialect: Dialect, response: UpstreamRes
                          first_token: float, splitter: EventSplitter) -> Opened:
     """Read until the first content chunk; everything read so far is held for the relay to replay."""
     opened = Opened(target, response, splitter=splitter)
+    held: list[bytes] = []
     limit = deadline.cap(first_token)
     try:
         async with asyncio.timeout(limit):
@@ -117,21 +121,43 @@ async def _first_content(target: Target, dialect: Dialect, response: UpstreamRes
                 if not data:
                     splitter.end()  # an event over the size limit is malformed, not a cut
                     raise StreamCut(f"{target.provider_id} ended the stream before any content")
-                events = opened.splitter.feed(data)
-                for event in events:
-                    if dialect.opens_answer(event, target.provider_id):
-                        # Events after the first content one belong to the relay, malformed or not.
-                        opened.held.extend(events)
-                        opened.first_token_at = time.monotonic()
-                        response.set_read_timeout(target.timeouts.idle)
-                        return opened
-                opened.held.extend(events)
+                runs = None if held else _whole_read(dialect, data, splitter, target.provider_id)
+                if runs is not None:
+                    opened.held = runs
+                    break
+                events = splitter.feed(data)
+                held += events  # events after the first content one belong to the relay, malformed or not
+                if any(dialect.opens_answer(event, target.provider_id) for event in events):
+                    opened.held = held
+                    break
+            opened.first_token_at = time.monotonic()
+            response.set_read_timeout(target.timeouts.idle)
+            return opened
     except TimeoutError:
         if limit < first_token:
             raise UpstreamTimeout(f"the request deadline ran out while waiting for {target.provider_id}'s "
                                   "first token", phase="deadline") from None
         raise UpstreamTimeout(f"{target.provider_id} sent no content within {limit:g}s",
                               phase="first_token") from None
+
+
+def _whole_read(dialect: Dialect, data: bytes, splitter: EventSplitter, provider_id: str) -> tuple[Run, ...] | None:
+    """The first read as the runs the relay forwards (chunk.read_runs), when it holds several whole
+    events and one of them is the first content: an unpaced stream, all of it in one read, judged once
+    on the read's bytes instead of split into events here and joined again by the relay. None for a
+    read of one event (a paced stream's: split as cheaply), of another shape, or without content yet."""
+    if not splitter.empty or len(data) > splitter.max_event or data.find(b"\n") == len(data) - 2:
+        return None
+    runs = read_runs(data)
+    if runs is None:
+        return None
+    start = 0
+    while start < len(data):  # whole one-line events, each ended by a blank line (read_runs saw to it)
+        end = data.find(b"\n\n", start)
+        if dialect.opens_answer(data[start:end], provider_id):
+            return ((data[:-2], runs),) if isinstance(runs, int) else runs
+        start = end + 2
+    return None
 
 
 def _deadline_says(error: UpstreamTimeout, *, capped: bool) -> UpstreamTimeout:

@@ -116,6 +116,7 @@ _WATCHED = tuple(
     (b'"%s"' % key, (b'"%s":null' % key, b'"%s": null' % key)) for key in (b"finish_reason", b"usage", b"error")
 )
 _START = b"data: {"
+_FEW = 4  # a key seen this often or less in a read has its occurrences looked at one by one
 _BETWEEN = b"}\n\ndata: {"
 _DONE_EVENT = b"data: [DONE]"
 
@@ -138,7 +139,7 @@ def plain_runs(events: list[bytes]) -> list[Run]:
     suspects = _suspects(blob, events)
     if not suspects:
         return [(blob, len(events))]
-    return _cut(blob, suspects, len(blob))
+    return _cut(blob, suspects, len(blob), len(events))
 
 
 def read_runs(data: bytes) -> int | tuple[Run, ...] | None:
@@ -174,14 +175,16 @@ def read_runs(data: bytes) -> int | tuple[Run, ...] | None:
     suspects = _valued_keys(data)
     if not suspects:
         return ((data[:end - 2], between + 1), *done) if done else between + 1
-    return (*_cut(data, suspects, end - 2), *done)
+    return (*_cut(data, suspects, end - 2, between + 1), *done)
 
 
-def _cut(blob: bytes, suspects: list[int], end: int) -> list[Run]:
-    """The events of blob[:end] (joined by blank lines) as runs around the events that hold the offsets
-    in `suspects`."""
+def _cut(blob: bytes, suspects: list[int], end: int, events: int) -> list[Run]:
+    """The `events` events of blob[:end] (joined by blank lines) as runs around the events that hold
+    the offsets in `suspects`. A plain stretch's events are counted over the shorter side of it: the
+    first is often most of an unpaced stream, and its suspects (finish, usage) are at the end."""
     runs: list[Run] = []
     start = 0
+    left = events  # events from `start` on
     for at in sorted(suspects):
         if at < start:
             continue  # in an event already cut out
@@ -190,11 +193,17 @@ def _cut(blob: bytes, suspects: list[int], end: int) -> list[Run]:
         last = blob.find(b"\n\n", at, end)
         last = end if last < 0 else last
         if first > start:
-            runs.append((blob[start:first - 2], blob.count(b"\n\n", start, first - 2) + 1))
+            if first - start < end - first:
+                plain = blob.count(b"\n\n", start, first - 2) + 1
+            else:
+                plain = left - blob.count(b"\n\n", first, end) - 1
+            runs.append((blob[start:first - 2], plain))
+            left -= plain
         runs.append((blob[first:last], 0))
+        left -= 1
         start = last + 2
     if start < end:
-        runs.append((blob[start:end], blob.count(b"\n\n", start, end) + 1))
+        runs.append((blob[start:end], left))
     return runs
 
 
@@ -236,21 +245,46 @@ def _suspects(blob: bytes, events: list[bytes]) -> list[int]:
 
 
 def _valued_keys(data: bytes) -> list[int]:
-    """Offsets of the finish_reason, usage and error keys in `data` whose value is not null (the first
-    in each event that has one): the null forms are blanked out of a copy, and each key left is one."""
+    """Offsets of the finish_reason, usage and error keys in `data` whose value is not null. Each key
+    is counted, and so are its null forms when it is in many events; the few left with a value are
+    looked for from the end, where a stream's finish and usage are (bytes scans cost about two
+    instructions a byte here, so a read of a whole stream is scanned as few times as will do)."""
     found: list[int] = []
-    for key, nulls in _WATCHED:
-        at = data.find(key)
-        if at < 0:
+    for key, (null, spaced) in _WATCHED:
+        seen = data.count(key)
+        if not seen:
             continue
-        masked = data
-        for null in nulls:  # same length: offsets stay the event's
-            if masked.find(null, at) >= 0:
-                masked = masked.replace(null, b"-" * len(null))
-        if masked is not data:
-            at = masked.find(key, at)
-        while at >= 0:
-            found.append(at)
-            end = masked.find(b"\n\n", at)
-            at = masked.find(key, end) if end >= 0 else -1
+        valued = seen
+        if seen > _FEW:
+            valued -= data.count(null)
+            if valued:
+                valued -= data.count(spaced)
+        _valued_from_end(data, key, (null, spaced), seen, valued, found)
     return found
+
+
+def _valued_from_end(data: bytes, key: bytes, nulls: tuple[bytes, bytes], seen: int, valued: int,
+                     found: list[int]) -> None:
+    """Append to `found` the offsets of the `valued` occurrences of `key` (of `seen`) not followed by a
+    null form, walking back from the end; past a few steps the rest is found by blanking the null
+    forms out of a copy (same length: offsets stay), so a value early in a long read costs no loop."""
+    null, spaced = nulls
+    high = len(data)
+    steps = 0
+    while valued > 0 and seen > 0:
+        if steps == 8:
+            masked = data[:high].replace(null, b"-" * len(null)).replace(spaced, b"-" * len(spaced))
+            at = masked.find(key)
+            while at >= 0:
+                found.append(at)
+                at = masked.find(key, at + 1)
+            return
+        at = data.rfind(key, 0, high)
+        if at < 0:
+            return
+        if not (data.startswith(null, at) or data.startswith(spaced, at)):
+            found.append(at)
+            valued -= 1
+        seen -= 1
+        steps += 1
+        high = at

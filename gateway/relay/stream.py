@@ -109,12 +109,17 @@ class Transcript:
             self._untextual = True
 
     def _find_first(self, events: bytes) -> None:
-        # Once per stream, and almost always the first event (the role chunk) is it.
-        for event in events.split(b"\n\n"):
-            chunk = _read_event(event) if event else None
+        # Once per stream, and almost always the first event (the role chunk) is it: taken one at a
+        # time, not by splitting what may be the whole of an unpaced stream.
+        start = 0
+        while start < len(events):
+            end = events.find(b"\n\n", start)
+            end = len(events) if end < 0 else end
+            chunk = _read_event(events[start:end]) if end > start else None
             if chunk is not None and chunk.data is not None and chunk.choices:
                 self.first = chunk.data
                 return
+            start = end + 2
 
     def _read(self) -> None:
         """Replace the unread events by their text, reading them as the relay would have."""
@@ -158,9 +163,9 @@ class EventProcessor(Protocol):
 
 
 async def relay(
-    source: UpstreamResponse, splitter: EventSplitter, held: list[bytes], *, wants_usage: bool, expires: float,
-    idle: float, result: RelayResult, transcript: Transcript, secrets: Secrets, edit: Edit | None = None,
-    process: EventProcessor | None = None,
+    source: UpstreamResponse, splitter: EventSplitter, held: list[bytes] | tuple[Run, ...], *, wants_usage: bool,
+    expires: float, idle: float, result: RelayResult, transcript: Transcript, secrets: Secrets,
+    edit: Edit | None = None, process: EventProcessor | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client's bytes; return at the stream's clean end, raise UpstreamError at a break.
 
@@ -228,7 +233,9 @@ def _events(events: list[bytes] | tuple[Run, ...], out: list[bytes], result: Rel
     """Append what the client should get of `events` (or a read's runs) to `out`; True once the
     upstream's stream is complete."""
     if isinstance(events, tuple):
-        return _runs(events, out, result, transcript, wants_usage)
+        if edit is None and process is None:
+            return _runs(events, out, result, transcript, wants_usage)
+        events = [event for run, plain in events for event in (run.split(b"\n\n") if plain else (run,))]
     if process is None:
         return _process(events, out, result, transcript, wants_usage, edit)
     return process(events, out, result, wants_usage, secrets)

@@ -266,3 +266,15 @@ def test_a_stream_that_is_never_continued_keeps_nothing_unread() -> None:
     transcript = Transcript(kept=False)
     transcript.add_unread(event([delta("x" * 1000)]))
     assert transcript._parts == [] and transcript._unread == 0 and transcript.first is None
+
+
+def test_a_value_far_from_the_end_of_a_long_read_is_found() -> None:
+    # Two choices: choice 1 finishes first, then choice 0 goes on for many events (each with its null
+    # finish_reason): past a few steps back from the end the rest of the read is searched another way.
+    early = event([delta(finish="stop", index=1)])
+    words = [event([delta(f" w{i}")]) for i in range(20)]
+    last = event([delta(finish="length")])
+    for events in ([early, *words, last], [*words[:3], early, *words, last], [early, *words], [*words, early]):
+        read = b"\n\n".join(events) + b"\n\n"
+        assert read_runs(read) == tuple(plain_runs(events))
+        assert sum(plain for _, plain in plain_runs(events)) == len(events) - 1 - (last in events)
