@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import UpstreamProtocolError
+from gateway.relay.chunk import PlainFrame
 
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -24,7 +25,7 @@ class EventSplitter:
     event larger than `max_event` bytes is refused: the upstream is not speaking SSE sanely.
     """
 
-    __slots__ = ("_parts", "_size", "_tail", "empty", "max_event")
+    __slots__ = ("_parts", "_size", "_tail", "empty", "frame", "max_event")
 
     def __init__(self, max_event: int = 8 * 1024 * 1024) -> None:
         self._parts: list[bytes] = []
@@ -32,6 +33,7 @@ class EventSplitter:
         self._tail = b""  # the last bytes kept: a blank line may start in them and end in the next read
         self.max_event = max_event
         self.empty = True  # no bytes of an unfinished event are kept: the next read starts a new event
+        self.frame: PlainFrame | None = None  # the relay's, made on its first read (chunk.PlainFrame)
 
     def feed(self, data: bytes) -> list[bytes]:
         """The events that `data` completes. An event over the limit raises UpstreamProtocolError, at once

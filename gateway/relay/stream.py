@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from gateway.relay.chunk import Chunk, MalformedChunk, Run, interpret, plain_runs, read_runs
+from gateway.relay.chunk import Chunk, MalformedChunk, PlainFrame, Run, interpret, plain_runs
 from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
@@ -218,7 +218,13 @@ def _plain_or_split(data: bytes, splitter: EventSplitter, result: RelayResult,
                     transcript: Transcript) -> bytes | list[bytes] | tuple[Run, ...]:
     """A read of whole plain events as it came, counted and noted unread; else the read's runs
     (chunk.read_runs), or its events when it is of another shape or continues an event."""
-    runs = read_runs(data) if splitter.empty and len(data) <= splitter.max_event else None
+    if splitter.empty and len(data) <= splitter.max_event:
+        frame = splitter.frame
+        if frame is None:
+            frame = splitter.frame = PlainFrame()
+        runs = frame.judge(data)  # chunk.read_runs, with what this stream's plain deltas have in common
+    else:
+        runs = None
     if runs is None:
         return splitter.feed(data)
     if isinstance(runs, int):

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.relay.chunk import interpret, plain_runs, read_runs
+from gateway.relay.chunk import PlainFrame, interpret, plain_runs, read_runs
 from gateway.relay.sse import EventSplitter, event_data
 from gateway.relay.stream import Transcript
 
@@ -278,3 +278,47 @@ def test_a_value_far_from_the_end_of_a_long_read_is_found() -> None:
         read = b"\n\n".join(events) + b"\n\n"
         assert read_runs(read) == tuple(plain_runs(events))
         assert sum(plain for _, plain in plain_runs(events)) == len(events) - 1 - (last in events)
+
+
+_TEXTS = [b"tok", b" token", b"", b"usage", b"error", b"finish_reason", b'a"b', b"a\nb", b"a\rb", b"\\", b'\\"',
+          b"x" * 40, b"x" * 40 + b'"', b"y" * 40 + b"\n", b'usage":null', b"}\n\ndata: {", b"\xc3\xa9", b"\\u0022",
+          b"null"]
+
+
+def test_a_stream_frame_gives_read_runs_verdict_on_every_read() -> None:
+    """PlainFrame.judge against read_runs over streams of one-event reads whose text (raw bytes put
+    in a delta's string, JSON or not) is drawn to hit each case: quotes, key names, newlines, CRs."""
+    rng = random.Random(18)
+    fitted = 0
+    for _ in range(200):
+        frame = PlainFrame()
+        spaced = rng.random() < 0.2
+        shape = rng.choice([event([delta("PLACE")], spaced=spaced), event([delta("PLACE")], spaced=spaced, usage=None),
+                            event([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {
+                                "arguments": "PLACE"}}]}, "finish_reason": None}])])
+        for _ in range(rng.randint(1, 30)):
+            roll = rng.random()
+            if roll < 0.8:
+                read = shape.replace(b"PLACE", rng.choice(_TEXTS)) + b"\n\n"
+            elif roll < 0.9:
+                read = _random_event(rng) + b"\n\n"
+            else:
+                read = rng.choice([b"data: [DONE]\n\n", b": ping\n\n", event([delta(finish="stop")]) + b"\n\n"])
+            before = frame._head
+            assert frame.judge(read) == read_runs(read), (read, before)
+            fitted += frame._misses == 0
+    assert fitted > 500, "the frame is what judged most reads"
+
+
+def test_a_changing_last_string_is_the_frame_s_text() -> None:
+    frame = PlainFrame()
+    reads = [event([delta("t")], obfuscation=f"{i:04}") + b"\n\n" for i in range(5)]  # as OpenAI pads
+    assert [frame.judge(read) for read in reads] == [1] * 5 and frame._misses == 0
+
+
+def test_a_stream_whose_deltas_fit_no_frame_stops_trying() -> None:
+    frame = PlainFrame()
+    for i in range(20):  # a number that changes in every event, after the text
+        read = event([delta("t")], seq=i) + b"\n\n"
+        assert frame.judge(read) == 1
+    assert frame._head == b"" and frame._misses == PlainFrame._GIVE_UP
