@@ -214,9 +214,7 @@ class StreamStats:
     ttft: list[float]  # per complete stream started inside the window: send to first non-empty content delta
     incomplete: int
     gaps: list[float] = field(default_factory=list)  # per complete stream: longest wait between content chunks
-    # Every stream completed, in the window or not: the proxy's CPU over the whole call is theirs (paced
-    # streams ramp up for one stream's duration before the window and run on after it).
-    served: int = 0
+    served: int = 0  # every stream completed, in the window or not
 
     @property
     def streams_per_second(self) -> float:
@@ -298,7 +296,8 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
     """
     body = target.body(stream=True, chunks=chunks, interval_ms=interval_ms)
     headers = target.request_headers()
-    received = incomplete = started_streams = 0
+    incomplete = started_streams = 0
+    endings: list[tuple[float, int]] = []  # (end, content chunks) of every stream
     finished: list[tuple[float, float]] = []  # (start, end) of each complete stream
     ttft: list[tuple[float, float]] = []  # (start, ttft)
     gaps: list[tuple[float, float]] = []  # (start, longest wait between content chunks)
@@ -306,11 +305,12 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
     ramp = chunks * interval_ms / 1000
     begun = time.perf_counter()
     opens, closes = begun + ramp + settle, begun + ramp + settle + seconds
+    counted = [opens, closes]  # the window as metered: the meter's own start and stop, when late
     limit = max_streams if max_streams is not None else math.inf
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=_TIMEOUT) as session:
         async def client(offset: float) -> None:
-            nonlocal received, incomplete, started_streams
+            nonlocal incomplete, started_streams
             await asyncio.sleep(offset)
             while time.perf_counter() < closes and started_streams < limit:
                 started_streams += 1
@@ -345,8 +345,7 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
                 except (aiohttp.ClientError, TimeoutError):
                     done = False
                 ended = time.perf_counter()
-                if opens <= ended <= closes:
-                    received += content
+                endings.append((ended, content))
                 enough = content >= chunks if at_least else content == chunks
                 if done and usage and enough and first is not None:
                     finished.append((sent, ended))
@@ -358,11 +357,15 @@ async def streams(target: Target, concurrency: int, seconds: float, chunks: int,
         async def window(meter: Meter) -> None:
             await asyncio.sleep(max(0.0, opens - time.perf_counter()))
             meter.start()
+            counted[0] = time.perf_counter()
             await asyncio.sleep(max(0.0, closes - time.perf_counter()))
+            counted[1] = time.perf_counter()
             meter.stop()
 
         metering = [window(meter)] if meter is not None else []
         await asyncio.gather(*(client(i / concurrency * ramp) for i in range(concurrency)), *metering)
-    in_window = sum(1 for _, end in finished if opens <= end <= closes)
-    return StreamStats(in_window, received, seconds, [t for start, t in ttft if start >= opens], incomplete,
+    low, high = counted  # a busy runner may wake the meter a little late: count what it metered
+    in_window = sum(1 for _, end in finished if low <= end <= high)
+    received = sum(content for end, content in endings if low <= end <= high)
+    return StreamStats(in_window, received, high - low, [t for start, t in ttft if start >= opens], incomplete,
                        [g for start, g in gaps if start >= opens], len(finished))

@@ -284,8 +284,9 @@ class Bench:
 
     def cpu_row(self, measure: str, per_round: dict[str, list[float]], count: dict[str, list[int]],
                 target: Check | None = None, text: dict[str, str] | None = None) -> None:
-        """A CPU row: per peer the phase's CPU over everything it served (ms), per round the same for that
-        round (the ratios are paired from these), and a note on what else the host did meanwhile."""
+        """A CPU row: per peer its metered CPU over all rounds divided by what it served while metered (ms),
+        per round the same for that round (the ratios are paired from these), and a note on what else the
+        host did meanwhile."""
         totals = {n: sum(cpu) / max(1, sum(count[n])) * 1000 for n, cpu in per_round.items()}
         rounds = [{n: cpu[i] / count[n][i] * 1000 if count[n][i] else math.nan for n, cpu in per_round.items()}
                   for i in range(min(map(len, per_round.values())))]
