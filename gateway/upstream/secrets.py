@@ -63,8 +63,9 @@ class Secrets:
     def mask_bytes(self, data: bytes) -> bytes:
         """Bytes relayed as the upstream sent them (an answer, a stream event), with every secret masked."""
         for secret in self._raw:
-            if data.find(secret) >= 0:  # not `in`: bytes.__contains__ first tries an int, ~8x find's cost
-                data = data.replace(secret, _MASK_BYTES)
+            # replace() alone, no find() first: it gives back the very bytes it was given when the secret
+            # is not in them, and its call costs less (~1.2k instructions on a short event against ~1.7k).
+            data = data.replace(secret, _MASK_BYTES)
         return data
 
 
