@@ -21,8 +21,6 @@ reported its own), and the final chunk says so in its `x_gateway` field.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -36,7 +34,7 @@ from gateway.errors import StreamCut, UpstreamError, UpstreamTimeout
 from gateway.failover.attempt import Opened
 from gateway.failover.breaker import Ticket
 from gateway.relay.chunk import Chunk
-from gateway.relay.stream import EventProcessor, MalformedEvent, RelayResult, Transcript, relay
+from gateway.relay.stream import EventProcessor, MalformedEvent, Part, RelayResult, Transcript, relay
 from gateway.relay.usage import Usage
 from gateway.routing import Target
 from gateway.upstream.formats import Leg
@@ -77,61 +75,77 @@ class _State:
     budget: int = 0  # continuation attempts left
 
 
-async def client_stream(
+def client_stream(
     executor: Executor, served: Served, *, wants_usage: bool, result: RelayResult, recover: bool,
     process: EventProcessor | None, failure: Callable[[dict[str, Any]], bytes],
 ) -> AsyncGenerator[bytes, None]:
-    """The client's stream: relay the served attempt; after a break, continue it or end it.
+    """The client's stream: the served attempt relayed; after a break, continued or ended.
 
-    Each piece the relay yields is yielded on as it is: the steps around it run once per segment."""
-    run = served.run
+    The relay is the stream's one generator (nothing wraps it, so a piece costs no second layer);
+    between its parts it asks `_Continuation` what follows."""
     recover = recover and process is None
     # A stream that can never be continued need not keep what it sent.
     transcript = Transcript(kept=recover and served.target.recovery != "off")
-    state = _State([Segment(served.target, served.opened, served.ticket, Mode.STREAM)],
-                   served.target.retry.attempts)
-    splice: Splice | None = None
-    try:
-        while True:
-            segment = state.segments[-1]
-            before = result.chunks
-            result.usage = None
-            error: UpstreamError | None = None
-            pieces = _relay(segment, run.deadline.expires, wants_usage, result, transcript, splice, process)
-            try:
-                async with contextlib.aclosing(pieces):
-                    async for piece in pieces:
-                        yield piece
-            except UpstreamError as exc:
-                error = exc
-                error.mask(segment.target.endpoint.secrets.mask)
-            except asyncio.CancelledError:
-                if not consume_cut():
-                    raise
-                yield _shutting_down(result, failure)
-                return
-            _settle(executor, segment, result, before, error)
-            if error is None:
-                break
-            opened = await _continue(executor, served, transcript, state, result, error, recover)
-            if opened is None:
-                result.error_type = error.error_type
-                yield failure(error.to_body())
-                return
-            splice = Splice(opened.mode, transcript, wants_usage, state.segments, run.body_size)
-        if len(state.segments) > 1:
-            result.usage = _total(state.segments, run.body_size).to_openai()
-    finally:
-        _abandon(executor, state)
+    segments = _Continuation(executor, served, transcript, result, wants_usage, recover, failure)
+    return relay(segments.first(), wants_usage=wants_usage, expires=served.run.deadline.expires, result=result,
+                 transcript=transcript, segments=segments, process=process)
 
 
-def _relay(segment: Segment, expires: float, wants_usage: bool, result: RelayResult, transcript: Transcript,
-           splice: Splice | None, process: EventProcessor | None) -> AsyncGenerator[bytes, None]:
-    """The relay of one segment's attempt."""
+class _Continuation:
+    """What follows each part of a client's stream (relay.stream.Segments): the part's target is
+    judged when it ends; after a break the stream is continued from elsewhere, or ended with the
+    failure event."""
+
+    __slots__ = ("_before", "_executor", "_failure", "_recover", "_result", "_served", "_state", "_transcript",
+                 "_wants_usage")
+
+    def __init__(self, executor: Executor, served: Served, transcript: Transcript, result: RelayResult,
+                 wants_usage: bool, recover: bool, failure: Callable[[dict[str, Any]], bytes]) -> None:
+        self._executor = executor
+        self._served = served
+        self._transcript = transcript
+        self._result = result
+        self._wants_usage = wants_usage
+        self._recover = recover
+        self._failure = failure
+        self._state = _State([Segment(served.target, served.opened, served.ticket, Mode.STREAM)],
+                             served.target.retry.attempts)
+        self._before = result.chunks  # the count of chunks sent when the current part began
+
+    def first(self) -> Part:
+        return _part(self._state.segments[0], None)
+
+    async def ended(self, error: UpstreamError | None) -> Part | bytes:
+        state, result = self._state, self._result
+        segment = state.segments[-1]
+        if error is not None:
+            error.mask(segment.target.endpoint.secrets.mask)
+        _settle(self._executor, segment, result, self._before, error)
+        run = self._served.run
+        if error is None:
+            if len(state.segments) > 1:
+                result.usage = _total(state.segments, run.body_size).to_openai()
+            return b""
+        opened = await _continue(self._executor, self._served, self._transcript, state, result, error, self._recover)
+        if opened is None:
+            result.error_type = error.error_type
+            return self._failure(error.to_body())
+        self._before = result.chunks
+        result.usage = None
+        return _part(opened, Splice(opened.mode, self._transcript, self._wants_usage, state.segments, run.body_size))
+
+    def cut(self) -> bytes | None:
+        """The drain deadline (SIGTERM) ends the stream with its error event; any other cancel is re-raised."""
+        return _shutting_down(self._result, self._failure) if consume_cut() else None
+
+    def close(self) -> None:
+        _abandon(self._executor, self._state)
+
+
+def _part(segment: Segment, splice: Splice | None) -> Part:
+    """What the relay needs of a segment's attempt."""
     opened, target = segment.opened, segment.target
-    return relay(opened.response, opened.splitter, opened.held, wants_usage=wants_usage, expires=expires,
-                 idle=target.timeouts.idle, result=result, transcript=transcript, secrets=target.endpoint.secrets,
-                 edit=splice, process=process)
+    return Part(opened.response, opened.splitter, opened.held, target.timeouts.idle, target.endpoint.secrets, splice)
 
 
 def _shutting_down(result: RelayResult, failure: Callable[[dict[str, Any]], bytes]) -> bytes:

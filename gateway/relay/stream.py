@@ -1,4 +1,4 @@
-"""Relay one opened upstream stream to the client, bytes as they arrive.
+"""Relay a client's stream from its upstream(s), bytes as they arrive.
 
 The events read before the stream was committed are replayed first. Each event is passed through
 as the exact bytes the upstream sent, except the usage-only chunk, which is kept for accounting and
@@ -7,7 +7,8 @@ through an `edit` function instead (same id and model as the client has seen, pr
 
 The relay does not decide what a break means: when the upstream stream breaks, stalls, turns
 malformed or reports an error after content, everything before it is yielded and the error is
-raised to the caller, which either continues the stream from elsewhere or ends it. A stream that
+handed to the caller's `Segments`, which either continues the stream from elsewhere (the next
+`Part`, relayed by the same generator) or ends it. A stream that
 ends cleanly without `[DONE]` after its finish is completed at once. The Transcript records what
 the client has been sent, which is what a continuation needs. Every byte from the upstream passes
 the provider's Secrets on its way out.
@@ -162,56 +163,104 @@ class EventProcessor(Protocol):
         Raise UpstreamError for an event that breaks the stream."""
 
 
-async def relay(
-    source: UpstreamResponse, splitter: EventSplitter, held: list[bytes] | tuple[Run, ...], *, wants_usage: bool,
-    expires: float, idle: float, result: RelayResult, transcript: Transcript, secrets: Secrets,
-    edit: Edit | None = None, process: EventProcessor | None = None,
-) -> AsyncGenerator[bytes, None]:
-    """Yield the client's bytes; return at the stream's clean end, raise UpstreamError at a break.
+@dataclass(slots=True)
+class Part:
+    """One opened upstream stream to relay: the first attempt's, or a continuation's after a break."""
 
-    `process` reads events of another shape than chat chunks (a passed-through Responses stream);
-    such a stream has no transcript and is never continued. A read of nothing but whole plain deltas
-    (a paced stream's every read) goes out as read; other reads are split and processed event by event."""
-    fast = edit is None and process is None
-    clean = False
+    source: UpstreamResponse
+    splitter: EventSplitter
+    held: list[bytes] | tuple[Run, ...]  # read before the stream was committed, replayed first
+    idle: float  # seconds without a byte that count as a stall
+    secrets: Secrets  # of the provider that serves this part
+    edit: Edit | None = None  # a continuation's rewrite of each chunk
+
+
+class Segments(Protocol):
+    """What follows each part of a client's stream: the caller's decisions (failover/continuation.py)."""
+
+    async def ended(self, error: UpstreamError | None) -> Part | bytes:
+        """The current part ended (cleanly if `error` is None): the next part to relay, or the last bytes
+        of the stream (b"": none)."""
+
+    def cut(self) -> bytes | None:
+        """The stream was cancelled: its last bytes if it was the drain deadline, else None (re-raised)."""
+
+    def close(self) -> None:
+        """The stream is over, however it ended (a client that left closes it mid-part)."""
+
+
+async def relay(
+    part: Part, *, wants_usage: bool, expires: float, result: RelayResult, transcript: Transcript,
+    segments: Segments, process: EventProcessor | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The client's stream: yield its bytes part after part, until `segments` says it is over.
+
+    One async generator, in one frame, for the whole stream: a generator or coroutine layer around
+    the per-read loop is paid again on every read (~3k instructions per paced chunk for a layer).
+    A part that breaks ends with the UpstreamError handed to `segments.ended`, after what came
+    before it was yielded. `process` reads events of another shape than chat chunks (a passed-through
+    Responses stream); such a stream has no transcript and is never continued. A read of nothing but
+    whole plain deltas (a paced stream's every read) goes out as read; other reads are split and
+    processed event by event."""
     try:
-        pending: bytes | list[bytes] | tuple[Run, ...] = held  # a plain read, events, or a read's runs
         while True:
-            if isinstance(pending, bytes):  # a read of plain deltas
-                yield _sent(pending, result, secrets)
-            else:
-                out: list[bytes] = []
-                try:
-                    done = _events(pending, out, result, transcript, wants_usage, edit, process, secrets)
-                except UpstreamError:
-                    if out:
-                        yield secrets.mask_bytes(b"".join(out))  # what came before the bad event is the client's
-                    raise
-                if out:
-                    yield _sent(b"".join(out), result, secrets)  # masked once per read: same bytes, one scan
-                if done:
-                    result.completed = clean = True
-                    return
+            source, splitter, edit, secrets, idle = part.source, part.splitter, part.edit, part.secrets, part.idle
+            fast = edit is None and process is None
+            clean = False
+            error: UpstreamError | None = None
             try:
-                # Far from the deadline the transport's idle timeout fires first; near it, the deadline bounds it.
-                data = await (source.read_chunk() if expires - time.monotonic() > idle
-                              else _read_by_deadline(source, expires))
-            except UpstreamError:
-                if not result.finished:
-                    raise
-                data = None  # complete apart from the closing marker: finished below, for the client
-            if not data:
-                clean = _ended(data, splitter, result)
-                yield DONE_EVENT
+                pending: bytes | list[bytes] | tuple[Run, ...] = part.held  # a plain read, events, or a read's runs
+                while True:
+                    if isinstance(pending, bytes):  # a read of plain deltas
+                        yield _sent(pending, result, secrets)
+                    else:
+                        out: list[bytes] = []
+                        try:
+                            done = _events(pending, out, result, transcript, wants_usage, edit, process, secrets)
+                        except UpstreamError:
+                            if out:
+                                yield secrets.mask_bytes(b"".join(out))  # what came before the bad event
+                            raise
+                        if out:
+                            yield _sent(b"".join(out), result, secrets)  # masked once per read: one scan
+                        if done:
+                            result.completed = clean = True
+                            break
+                    try:
+                        # Far from the deadline the transport's idle timeout fires first; near it, the deadline does.
+                        data = await (source.read_chunk() if expires - time.monotonic() > idle
+                                      else _read_by_deadline(source, expires))
+                    except UpstreamError:
+                        if not result.finished:
+                            raise
+                        data = None  # complete apart from the closing marker: finished below, for the client
+                    if not data:
+                        clean = _ended(data, splitter, result)
+                        yield DONE_EVENT
+                        break
+                    pending = _plain_or_split(data, splitter, result, transcript) if fast else splitter.feed(data)
+            except UpstreamError as exc:
+                error = exc
+            finally:
+                # Reused only when the body was read to its end; otherwise (client gone, upstream broken)
+                # the connection is dropped at once, which is what cancels the upstream's work.
+                if clean:
+                    source.release()
+                else:
+                    source.close()
+            after = await segments.ended(error)
+            if not isinstance(after, Part):
+                if after:
+                    yield after
                 return
-            pending = _plain_or_split(data, splitter, result, transcript) if fast else splitter.feed(data)
+            part = after
+    except asyncio.CancelledError:
+        last = segments.cut()
+        if last is None:
+            raise
+        yield last
     finally:
-        # Reused only when the body was read to its end; otherwise (client gone, upstream broken)
-        # the connection is dropped at once, which is what cancels the upstream's work.
-        if clean:
-            source.release()
-        else:
-            source.close()
+        segments.close()
 
 
 def _plain_or_split(data: bytes, splitter: EventSplitter, result: RelayResult,
