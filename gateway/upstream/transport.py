@@ -22,10 +22,13 @@ from gateway.upstream.endpoint import Endpoint
 class HttpResponse:
     """An upstream response whose body is read in pieces; close() drops the connection at once."""
 
-    __slots__ = ("_idle", "_response", "_seen", "_since", "_watch", "headers", "status")
+    __slots__ = ("_idle", "_lean", "_loop", "_response", "_seen", "_since", "_watch", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, *, total: float | None = None) -> None:
         self._response = response
+        # Without a total timeout aiohttp's per-read timer context does nothing: reads may skip it.
+        self._lean = total is None
+        self._loop = asyncio.get_running_loop()
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
         self._watch: asyncio.TimerHandle | None = None  # the idle watch, once set_read_timeout armed it
@@ -57,9 +60,29 @@ class HttpResponse:
         return b"".join(parts)
 
     async def read_chunk(self) -> bytes:
-        """Whatever bytes arrived next; b"" once the body has ended."""
+        """Whatever bytes arrived next; b"" once the body has ended.
+
+        A paced stream's every read waits for one piece. aiohttp's readany() spends ~15 Python calls on
+        that (a timer context, a timeout assertion, and a resume of the socket after every read, which
+        re-enters the parser with no bytes, even when the socket was never paused): here the usual
+        case (no total timeout, nothing buffered, then one piece) is one wait on aiohttp's own waiter
+        and the same bookkeeping as aiohttp's read of that piece, resuming the socket only when aiohttp
+        had paused it. Anything else goes through readany(). tests/upstream/test_transport.py checks
+        every aiohttp attribute used here, so an aiohttp that changes them fails the suite."""
+        content = self._response.content
         try:
-            return await self._response.content.readany()
+            if self._lean:
+                if not content._buffer and not content._eof and content._exception is None \
+                        and content._waiter is None and content._protocol.transport is not None:
+                    waiter = content._waiter = self._loop.create_future()
+                    try:
+                        await waiter  # fed, ended or failed by the protocol (or the idle watch)
+                    finally:
+                        content._waiter = None
+                buffer = content._buffer
+                if len(buffer) == 1 and not content._buffer_offset and content._exception is None:
+                    return _take(content, buffer.popleft())
+            return await content.readany()
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the upstream stream stalled", phase="idle") from None
         except aiohttp.ClientError as exc:
@@ -198,7 +221,7 @@ class Transport:
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering: "
                                        f"{_reason(exc)}") from None
-        return HttpResponse(response)
+        return HttpResponse(response, total=total)
 
     def _endpoint_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
         """The endpoint's headers as aiohttp's CIMultiDict (it converts a dict on every request, which
@@ -232,6 +255,22 @@ class Transport:
             if len(self._timeouts) < 256:
                 self._timeouts[key] = timeout
         return timeout
+
+
+def _take(content: aiohttp.StreamReader, data: bytes) -> bytes:
+    """aiohttp's accounting for a piece read off the body's buffer (StreamReader._read_nowait_chunk),
+    resuming the socket only if aiohttp paused it (which it does past its high-water marks)."""
+    size = len(data)
+    content._size -= size
+    cursor = content._cursor = content._cursor + size
+    splits = content._http_chunk_splits
+    while splits and splits[0] < cursor:  # the ends of the chunks read: dropped, as aiohttp does
+        splits.popleft()
+    protocol = content._protocol
+    if protocol._reading_paused and content._size < content._low_water and (
+            splits is None or len(splits) < content._low_water_chunks):
+        protocol.resume_reading()
+    return data
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
