@@ -78,6 +78,7 @@ class LeanCycle(RequestResponseCycle):
 
     _head: bytes = b""  # a Content-Length answer's head, written with its first body piece
     _closes = False  # the app's headers said `connection: close`
+    _pieces = False  # a chunked body is being sent: write_piece may write its pieces
 
     async def send(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:
@@ -127,6 +128,7 @@ class LeanCycle(RequestResponseCycle):
             self._head = b"".join(content)  # goes out with the first piece of the body
         else:
             self.transport.write(b"".join(content))
+            self._pieces = self.chunked_encoding is True and self.scope["method"] != "HEAD"
 
     def _framing(self, pair: Any) -> bytes:
         """A pair not remembered: checked (uvicorn's checks and framing rules), remembered if its name repeats."""
@@ -179,6 +181,7 @@ class LeanCycle(RequestResponseCycle):
             if self.expected_content_length != 0:
                 raise RuntimeError("Response content shorter than Content-Length")
             self.response_complete = True
+            self._pieces = False
             self.message_event.set()
             if not self.keep_alive:
                 self.transport.close()
@@ -189,8 +192,7 @@ class LeanCycle(RequestResponseCycle):
         without the message and the await: True once done as send() would do it. False when send()
         must take it instead: the client reads slower than the gateway writes (send waits for it), the
         connection is gone, or no chunked answer is in progress (send says what is wrong)."""
-        if (self.flow.write_paused or self.disconnected or not self.response_started or self.response_complete
-                or not self.chunked_encoding or self.scope["method"] == "HEAD"):
+        if not self._pieces or self.flow.write_paused or self.disconnected:
             return False
         size = len(body)
         if size:

@@ -66,9 +66,9 @@ class HttpResponse:
         that (a timer context, a timeout assertion, and a resume of the socket after every read, which
         re-enters the parser with no bytes, even when the socket was never paused): here the usual
         case (no total timeout, nothing buffered, then one piece) is one wait on aiohttp's own waiter
-        and the same bookkeeping as aiohttp's read of that piece, resuming the socket only when aiohttp
-        had paused it. Anything else goes through readany(). tests/upstream/test_transport.py checks
-        every aiohttp attribute used here, so an aiohttp that changes them fails the suite."""
+        and aiohttp's own accounting for that piece (StreamReader._read_nowait_chunk's), resuming the
+        socket only when aiohttp had paused it. Anything else goes through readany().
+        tests/upstream/test_transport_reads.py fails when aiohttp changes the code this copies."""
         content = self._response.content
         try:
             if self._lean:
@@ -81,7 +81,15 @@ class HttpResponse:
                         content._waiter = None
                 buffer = content._buffer
                 if len(buffer) == 1 and not content._buffer_offset and content._exception is None:
-                    return _take(content, buffer.popleft())
+                    data = buffer.popleft()
+                    content._size -= len(data)
+                    cursor = content._cursor = content._cursor + len(data)
+                    splits = content._http_chunk_splits
+                    while splits and splits[0] < cursor:  # ends of the chunks read: dropped, as aiohttp does
+                        splits.popleft()
+                    if content._protocol._reading_paused:
+                        _resume(content)
+                    return data
             return await content.readany()
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the upstream stream stalled", phase="idle") from None
@@ -257,20 +265,12 @@ class Transport:
         return timeout
 
 
-def _take(content: aiohttp.StreamReader, data: bytes) -> bytes:
-    """aiohttp's accounting for a piece read off the body's buffer (StreamReader._read_nowait_chunk),
-    resuming the socket only if aiohttp paused it (which it does past its high-water marks)."""
-    size = len(data)
-    content._size -= size
-    cursor = content._cursor = content._cursor + size
+def _resume(content: aiohttp.StreamReader) -> None:
+    """aiohttp paused the socket past its high-water marks: resume it once below the low ones, as its
+    own read does (StreamReader._read_nowait_chunk)."""
     splits = content._http_chunk_splits
-    while splits and splits[0] < cursor:  # the ends of the chunks read: dropped, as aiohttp does
-        splits.popleft()
-    protocol = content._protocol
-    if protocol._reading_paused and content._size < content._low_water and (
-            splits is None or len(splits) < content._low_water_chunks):
-        protocol.resume_reading()
-    return data
+    if content._size < content._low_water and (splits is None or len(splits) < content._low_water_chunks):
+        content._protocol.resume_reading()
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
