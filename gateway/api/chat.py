@@ -214,7 +214,7 @@ class Pipeline:
         served = await runtime.executor.run(plan, body, stream=stream, deadline=deadline, body_size=size,
                                             legs=protocol.legs(runtime, plan, body, headers), gate=gate)
         context.served = served
-        out_headers = _served_headers(served) + context.limit_headers()
+        out_headers = _served_headers(served) + context.limit_headers()  # a new list: the first may be shared
         if not stream:
             context.status = 200
             answer, context.usage = protocol.answer(served, body)
@@ -319,22 +319,28 @@ class _Watched:
 
 
 _COUNTS = [str(n).encode() for n in range(10)]  # header values of the usual attempt and fallback counts
-_TARGET_HEADERS: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}  # by (provider, target): few
+# By (provider, target): the headers of an answer served at the first attempt (few: from the config).
+_FIRST_TRY_HEADERS: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
 
 
 def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
-    """Which target served, after how many attempts (x-request-id is the middleware's)."""
+    """Which target served, after how many attempts (x-request-id is the middleware's). The list may be
+    shared: the caller adds to a copy."""
     target = served.target
     key = (target.provider_id, target.key)
-    named = _TARGET_HEADERS.get(key)
-    if named is None:
-        named = [(b"x-gateway-provider", key[0].encode()), (b"x-gateway-model", key[1].encode())]
-        if len(_TARGET_HEADERS) < 4096:  # targets come from the config: bounded, but never grow for ever
-            _TARGET_HEADERS[key] = named
-    tried = served.attempts
-    attempts = 1 if len(tried) == 1 else sum(1 for a in tried if a.tried)  # one attempt that served: the usual
+    first_try = _FIRST_TRY_HEADERS.get(key)
+    if first_try is None:
+        first_try = [(b"x-gateway-provider", key[0].encode()), (b"x-gateway-model", key[1].encode()),
+                     (b"x-gateway-attempts", b"1"), (b"x-gateway-fallbacks", b"0")]
+        if len(_FIRST_TRY_HEADERS) < 4096:  # targets come from the config: bounded, but never grow for ever
+            _FIRST_TRY_HEADERS[key] = first_try
+    run = served.run
+    tried = run.attempts
+    if len(tried) == 1 and run.targets_tried == 1:  # one attempt, and it served: the usual answer
+        return first_try
+    attempts = sum(1 for a in tried if a.tried)
     fallbacks = served.fallbacks
-    return [*named,
+    return [first_try[0], first_try[1],
             (b"x-gateway-attempts", _COUNTS[attempts] if attempts < 10 else str(attempts).encode()),
             (b"x-gateway-fallbacks", _COUNTS[fallbacks] if fallbacks < 10 else str(fallbacks).encode())]
 

@@ -319,8 +319,12 @@ def _prompt_tokens(body: dict[str, Any], plan: Plan, body_size: int, requested: 
 
     0 (nothing to check) when even the whole request body could not fill the smallest known window.
     """
-    smallest = min((limit for t in plan.targets if (limit := t.context_limit)), default=None)
-    if smallest is None or body_size // 4 + requested <= smallest:
+    smallest = 0  # the smallest known window (a loop, not min() over a generator: this runs per request)
+    for target in plan.targets:
+        limit = target.context_limit
+        if limit and (not smallest or limit < smallest):
+            smallest = limit
+    if not smallest or body_size // 4 + requested <= smallest:
         return 0
     messages = body.get("messages") or ()
     chars = 0
