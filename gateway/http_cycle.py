@@ -88,7 +88,7 @@ class LeanCycle(RequestResponseCycle):
         if not self.response_started:
             if message["type"] != "http.response.start":
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{message['type']}'.")
-            self._start(message)
+            self._start(message["status"], message.get("headers", ()))
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{message['type']}'.")
@@ -96,14 +96,12 @@ class LeanCycle(RequestResponseCycle):
         else:
             raise RuntimeError(f"Unexpected ASGI message '{message['type']}' sent, after response already completed.")
 
-    def _start(self, message: Any) -> None:
+    def _start(self, status_code: int, pairs: Any) -> None:
         self.response_started = True
         self.waiting_for_100_continue = False
-        status_code: int = message["status"]
         if self.access_log:
             self.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(self.scope), self.scope["method"],
                                     get_path_with_query_string(self.scope), self.scope["http_version"], status_code)
-        pairs = message.get("headers", ())
         if type(pairs) is not list:
             pairs = list(pairs)
         try:  # each pair's remembered line, looked up in C; None where not remembered
@@ -187,6 +185,17 @@ class LeanCycle(RequestResponseCycle):
                 self.transport.close()
             self.on_response()
 
+    def write_answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Send a whole answer, `{"type": "http.response.start", "status": status, "headers": headers}` then
+        `{"type": "http.response.body", "body": body}`, without the messages and their awaits: True once
+        done as the two sends would do it. False when send() must take them: the client reads slower than
+        the gateway writes (send waits for it), the connection is gone, or an answer was already started."""
+        if self.flow.write_paused or self.disconnected or self.response_started:
+            return False
+        self._start(status, headers)
+        self._body(body, False)
+        return True
+
     def write_piece(self, body: bytes) -> bool:
         """Send `{"type": "http.response.body", "body": body, "more_body": True}` of a chunked answer now,
         without the message and the await: True once done as send() would do it. False when send()
@@ -198,6 +207,12 @@ class LeanCycle(RequestResponseCycle):
         if size:
             self.transport.write(b"".join((_SIZE_LINES[size] if size < 4096 else b"%x\r\n" % size, body, b"\r\n")))
         return True
+
+
+def answer_writer(send: Any) -> Callable[[int, list[tuple[bytes, bytes]], bytes], bool] | None:
+    """The cycle's write_answer when `send` is a LeanCycle's own send (no middleware wraps it), else None."""
+    cycle = getattr(send, "__self__", None)
+    return cycle.write_answer if type(cycle) is LeanCycle else None
 
 
 def piece_writer(send: Any) -> Callable[[bytes], bool] | None:

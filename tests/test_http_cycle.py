@@ -53,6 +53,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] in ("/written", "/flood"):
         await _written(scope["path"], send)
         return
+    if scope["path"] == "/answer":
+        await _answer(send)
+        return
     if scope["path"] == "/misuse":
         await _misuse(send)
         return
@@ -73,6 +76,21 @@ async def _written(path: str, send: Send) -> None:
             await send({"type": "http.response.body", "body": body, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
     offered.append(write is not None)
+
+
+ANSWER = (200, [(b"content-type", b"application/json"), (b"content-length", b"7"), (b"x-gateway-model", b"m")],
+          b'{"a":1}')  # "/answer": a whole answer given to answer_writer
+answered: list[tuple[bool, bool]] = []  # per "/answer": writer offered, and whether it wrote a second one
+
+
+async def _answer(send: Send) -> None:
+    """A whole answer written by http_cycle.answer_writer where the server offers it, else by two sends."""
+    status, headers, body = ANSWER
+    write = http_cycle.answer_writer(send)
+    if write is None or not write(status, headers, body):
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    answered.append((write is not None, write is not None and write(status, headers, body)))
 
 
 misused: list[bool] = []  # "/misuse": what the writer said when it must not write
@@ -130,8 +148,9 @@ def request(path: str, method: str = "GET", version: str = "1.1") -> bytes:
     return f"{method} {path} HTTP/{version}\r\nhost: x\r\n\r\n".encode()
 
 
-CASES = [request(path) for path in [*answers(), "/written"] if path != "/too-long"] + [
+CASES = [request(path) for path in [*answers(), "/written", "/answer"] if path != "/too-long"] + [
     request("/written", "HEAD"), request("/written", version="1.0"),
+    request("/answer", "HEAD"), request("/answer", version="1.0"),
     request("/json", "HEAD"), request("/json", version="1.0"), request("/stream", version="1.0"),
     request("/json") + request("/upper") + request("/stream"),  # pipelined on one connection
 ]
@@ -154,6 +173,16 @@ async def test_pieces_written_without_send_are_the_bytes_send_would_write(server
     assert offered == [False, True]  # plain uvicorn's send is not a LeanCycle's: every piece went through send
     assert lean == plain
     assert lean.endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n1388\r\n" + b"x" * 5000 + b"\r\n0\r\n\r\n")
+
+
+async def test_an_answer_written_without_send_is_the_bytes_send_would_write(servers: tuple[int, int]) -> None:
+    plain_port, lean_port = servers
+    answered.clear()
+    plain = await exchange(plain_port, request("/answer") + request("/json"))
+    lean = await exchange(lean_port, request("/answer") + request("/json"))
+    assert answered == [(False, False), (True, False)], "offered by the gateway's server only, and only once"
+    assert lean == plain
+    assert lean.count(b'{"a":1}') == 2
 
 
 async def test_a_client_slower_than_the_writer_gets_every_piece_through_send(servers: tuple[int, int]) -> None:

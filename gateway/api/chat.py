@@ -25,7 +25,7 @@ from gateway import metrics
 from gateway.api.accounting import RequestRecord, admit, finish
 from gateway.api.middleware import request_headers
 from gateway.api.middleware import request_id as request_id_of
-from gateway.api.send import send_error, send_json
+from gateway.api.send import JSON, send_error
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
 from gateway.connections import DISCONNECT_HOOK
@@ -33,7 +33,7 @@ from gateway.drain import Drain, ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
-from gateway.http_cycle import piece_writer
+from gateway.http_cycle import answer_writer, piece_writer
 from gateway.relay.stream import RelayResult
 from gateway.routing import Plan
 from gateway.runtime import Runtime
@@ -220,7 +220,11 @@ class Pipeline:
             answer, context.usage = protocol.answer(served, body)
             watched.finishing = True
             context.responding = True
-            await send_json(send, 200, answer, out_headers)
+            head = [JSON, (b"content-length", str(len(answer)).encode()), *out_headers]
+            write_answer = answer_writer(send)  # under the gateway's server: no messages, no awaits
+            if write_answer is None or not write_answer(200, head, answer):
+                await send({"type": "http.response.start", "status": 200, "headers": head})
+                await send({"type": "http.response.body", "body": answer})
             context.done_at = time.monotonic()
             return
         result = RelayResult()
