@@ -214,15 +214,12 @@ async def relay(
                     if isinstance(pending, bytes):  # a read of plain deltas
                         yield _sent(pending, result, secrets)
                     else:
-                        out: list[bytes] = []
-                        try:
-                            done = _events(pending, out, result, transcript, wants_usage, edit, process, secrets)
-                        except UpstreamError:
-                            if out:
-                                yield secrets.mask_bytes(b"".join(out))  # what came before the bad event
-                            raise
-                        if out:
-                            yield _sent(b"".join(out), result, secrets)  # masked once per read: one scan
+                        sent, done, broken = _client_bytes(pending, result, transcript, wants_usage, edit, process,
+                                                           secrets)
+                        if sent:
+                            yield sent
+                        if broken is not None:
+                            raise broken
                         if done:
                             result.completed = clean = True
                             break
@@ -261,6 +258,20 @@ async def relay(
         yield last
     finally:
         segments.close()
+
+
+def _client_bytes(events: list[bytes] | tuple[Run, ...], result: RelayResult, transcript: Transcript,
+                  wants_usage: bool, edit: Edit | None, process: EventProcessor | None,
+                  secrets: Secrets) -> tuple[bytes, bool, UpstreamError | None]:
+    """What the client gets of `events` (masked once for the read: one scan), whether the upstream's
+    stream is complete, and the UpstreamError of an event that broke it (what came before it is the
+    client's: it is in the bytes)."""
+    out: list[bytes] = []
+    try:
+        done = _events(events, out, result, transcript, wants_usage, edit, process, secrets)
+    except UpstreamError as exc:
+        return (secrets.mask_bytes(b"".join(out)) if out else b""), False, exc
+    return (_sent(b"".join(out), result, secrets) if out else b""), done, None
 
 
 def _plain_or_split(data: bytes, splitter: EventSplitter, result: RelayResult,
