@@ -160,9 +160,7 @@ class LeanCycle(RequestResponseCycle):
                 self.transport.write(head)
         elif self.chunked_encoding:
             if body:
-                end = b"\r\n" if more_body else b"\r\n0\r\n\r\n"
-                size = len(body)
-                self.transport.write(b"".join((_SIZE_LINES[size] if size < 4096 else b"%x\r\n" % size, body, end)))
+                self.transport.write(_chunk(body, b"\r\n" if more_body else b"\r\n0\r\n\r\n"))
             elif not more_body:
                 self.transport.write(b"0\r\n\r\n")
         else:
@@ -203,20 +201,31 @@ class LeanCycle(RequestResponseCycle):
         connection is gone, or no chunked answer is in progress (send says what is wrong)."""
         if not self._pieces or self.flow.write_paused or self.disconnected:
             return False
-        size = len(body)
-        if size:
-            self.transport.write(b"".join((_SIZE_LINES[size] if size < 4096 else b"%x\r\n" % size, body, b"\r\n")))
+        if body:
+            self.transport.write(_chunk(body, b"\r\n"))
         return True
 
 
-def answer_writer(send: Any) -> Callable[[int, list[tuple[bytes, bytes]], bytes], bool] | None:
-    """The cycle's write_answer when `send` is a LeanCycle's own send (no middleware wraps it), else None."""
+def _chunk(body: bytes, end: bytes) -> bytes:
+    """A piece of a chunked body on the wire: its size line, the bytes, and `end`."""
+    size = len(body)
+    return b"".join((_SIZE_LINES[size] if size < 4096 else b"%x\r\n" % size, body, end))
+
+
+def _own_cycle(send: Any) -> LeanCycle | None:
+    """The LeanCycle whose own send `send` is, or None when something wraps it: a wrapped send may
+    look at the messages, so then everything goes through it."""
     cycle = getattr(send, "__self__", None)
-    return cycle.write_answer if type(cycle) is LeanCycle else None
+    return cycle if type(cycle) is LeanCycle else None
+
+
+def answer_writer(send: Any) -> Callable[[int, list[tuple[bytes, bytes]], bytes], bool] | None:
+    """The cycle's write_answer when `send` is a LeanCycle's own send, else None."""
+    cycle = _own_cycle(send)
+    return cycle.write_answer if cycle is not None else None
 
 
 def piece_writer(send: Any) -> Callable[[bytes], bool] | None:
-    """The cycle's write_piece when `send` is a LeanCycle's own send (no middleware wraps it), else None:
-    a wrapped send may look at body messages, so then every piece goes through it."""
-    cycle = getattr(send, "__self__", None)
-    return cycle.write_piece if type(cycle) is LeanCycle else None
+    """The cycle's write_piece when `send` is a LeanCycle's own send, else None."""
+    cycle = _own_cycle(send)
+    return cycle.write_piece if cycle is not None else None

@@ -1,4 +1,5 @@
-"""The only module that imports prometheus_client: every metric defined once, with bounded labels.
+"""The only module that imports prometheus_client: values recorded against the metrics declared in
+gateway/metric_specs.py, with bounded labels.
 
 Call sites pass plain values (model id, provider id, numbers). In one process (the default) the hot
 path only adds to plain dicts, and a collector turns them into Prometheus families at scrape time:
@@ -16,7 +17,6 @@ import platform
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -24,108 +24,39 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from gateway.metric_specs import (
+    ALIAS_OPEN,
+    ALIAS_TARGETS,
+    ATTEMPTS,
+    BUILD,
+    CHUNKS,
+    CIRCUIT,
+    COST,
+    DROPPED,
+    DURATION,
+    FALLBACKS,
+    IN_FLIGHT,
+    KEY_BUDGET_SOFT,
+    KEY_BUDGET_USED,
+    KEY_REFUSED,
+    KEY_SPEND,
+    LEDGER_DROPPED,
+    LEDGER_QUEUED,
+    OVERHEAD,
+    REFUSED,
+    RELOAD_OK,
+    RELOAD_TIME,
+    RELOADS,
+    REQUESTS,
+    RETRIES,
+    SPECS,
+    STATE_UP,
+    TOKENS,
+    TTFT,
+    Spec,
+)
+
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-# The closed set of `error_type` / attempt `outcome` values (besides "success").
-ERROR_TYPES = ("rate_limited", "timeout", "upstream_5xx", "connect", "stream_cut", "auth", "bad_request",
-               "context_length", "content_policy", "not_found", "malformed", "circuit_open", "no_credentials",
-               "cancelled", "quota")
-
-
-@dataclass(frozen=True, eq=False)
-class _Spec:
-    name: str
-    kind: str  # counter | gauge | histogram
-    help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = ()
-    multiprocess_mode: str = "all"  # how worker processes combine (gauges)
-    unit: str = ""
-    otel: str = ""  # the OpenTelemetry GenAI semantic convention it corresponds to, if any
-
-
-_LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
-_TTFT = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
-_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
-
-REQUESTS = _Spec("gateway_requests_total", "counter",
-                 "Client requests by model asked, provider that served, HTTP status.", ("model", "provider", "status"),
-                 unit="requests", otel="gen_ai.client.operation.duration (its count)")
-DURATION = _Spec("gateway_request_duration_seconds", "histogram",
-                 "Whole request duration, retries and fallbacks included.", ("model", "provider"), _LATENCY,
-                 unit="seconds", otel="gen_ai.server.request.duration / gen_ai.client.operation.duration")
-TTFT = _Spec("gateway_time_to_first_token_seconds", "histogram",
-             "Streams: request start to first content sent to the client.", ("model", "provider"), _TTFT,
-             unit="seconds", otel="gen_ai.server.time_to_first_token")
-OVERHEAD = _Spec("gateway_overhead_seconds", "histogram",
-                 "Time the gateway itself adds: the request minus upstream and back-off time.", ("provider",),
-                 _OVERHEAD, unit="seconds")
-ATTEMPTS = _Spec("gateway_upstream_attempts_total", "counter",
-                 "Upstream attempts by outcome (success or an error type).", ("provider", "upstream_model", "outcome"),
-                 unit="attempts")
-RETRIES = _Spec("gateway_retries_total", "counter", "Retries of the same target after a retryable failure.",
-                ("provider", "upstream_model"), unit="retries")
-FALLBACKS = _Spec("gateway_fallbacks_total", "counter", "Moves from one target to the next within a request.",
-                  ("model", "from_target", "to_target"), unit="fallbacks")
-TOKENS = _Spec("gateway_tokens_total", "counter", "Tokens reported by the upstream that served, by type.",
-               ("model", "provider", "upstream_model", "type"), unit="tokens",
-               otel="gen_ai.client.token.usage (gen_ai.token.type = input / output)")
-COST = _Spec("gateway_cost_usd_total", "counter", "Cost in USD at catalog prices, for the attempt that served.",
-             ("model", "provider", "upstream_model"), unit="US dollars")
-IN_FLIGHT = _Spec("gateway_in_flight_requests", "gauge", "Requests being served now.", ("model",),
-                  multiprocess_mode="livesum", unit="requests")
-CHUNKS = _Spec("gateway_stream_chunks_total", "counter", "SSE chunks relayed to clients.", ("provider",), unit="chunks")
-DROPPED = _Spec("gateway_stream_events_dropped_total", "counter",
-                "Unreadable upstream stream events after content (the stream was broken off there).", ("provider",),
-                unit="events")
-CIRCUIT = _Spec("gateway_circuit_state", "gauge", "Circuit per target: 0 closed, 1 half-open, 2 open.",
-                ("provider", "upstream_model"), multiprocess_mode="livemostrecent",
-                unit="0 closed, 1 half-open, 2 open")
-ALIAS_TARGETS = _Spec("gateway_alias_targets", "gauge", "Targets (and fallbacks) of each alias.", ("model",),
-                      multiprocess_mode="livemax", unit="targets")
-ALIAS_OPEN = _Spec("gateway_alias_targets_open", "gauge", "Targets of each alias whose circuit is open.", ("model",),
-                   multiprocess_mode="livemax", unit="targets")
-RELOADS = _Spec("gateway_config_reloads_total", "counter", "Config reloads by result.", ("result",), unit="reloads")
-RELOAD_OK = _Spec("gateway_config_last_reload_success", "gauge", "1 if the last config load succeeded.",
-                  multiprocess_mode="livemin", unit="1 or 0")
-RELOAD_TIME = _Spec("gateway_config_last_reload_timestamp_seconds", "gauge", "When the config was last loaded.",
-                    multiprocess_mode="livemax", unit="Unix seconds")
-REFUSED = _Spec("gateway_connections_refused_total", "counter",
-                "Client connections the gateway closed for breaking a bound: header_too_large, header_timeout, "
-                "body_timeout, too_many_connections.", ("reason",), unit="connections")
-BUILD = _Spec("gateway_build_info", "gauge", "Gateway version and Python; always 1.", ("version", "python"),
-              multiprocess_mode="livemax", unit="always 1")
-KEY_SPEND = _Spec("gateway_key_spend_usd_total", "counter", "Spend in USD at catalog prices, per gateway key name.",
-                  ("key",), unit="US dollars")
-KEY_REFUSED = _Spec("gateway_key_refused_total", "counter",
-                    "Requests refused by a rate limit or budget, per key name, whose limit (key, model, provider) "
-                    "and which kind (requests, tokens, concurrency, budget).", ("key", "scope", "limit"),
-                    unit="requests")
-KEY_BUDGET_USED = _Spec("gateway_key_budget_used_ratio", "gauge",
-                        "Share of a key's budget spent in its current period (settled requests).", ("key",),
-                        multiprocess_mode="livemostrecent", unit="ratio")
-KEY_BUDGET_SOFT = _Spec("gateway_key_budget_soft_ratio", "gauge",
-                        "A key's soft budget threshold (limits.soft_ratio, default 0.8), for alerting.", ("key",),
-                        multiprocess_mode="livemax", unit="ratio")
-STATE_UP = _Spec("gateway_state_backend_up", "gauge",
-                 "1 while the shared state backend answers, 0 while it is down and the gateway runs degraded "
-                 "(limits on per-replica shares, or refused with `state.on_failure: closed`).", ("backend",),
-                 multiprocess_mode="livemin", unit="1 or 0")
-LEDGER_QUEUED = _Spec("gateway_ledger_rows_queued", "gauge",
-                      "Usage ledger rows in memory waiting to be written to PostgreSQL (state.ledger).",
-                      multiprocess_mode="livesum", unit="rows")
-LEDGER_DROPPED = _Spec("gateway_ledger_rows_dropped_total", "counter",
-                       "Usage ledger rows dropped because the queue was full (state.ledger_queue_rows) while "
-                       "PostgreSQL was unreachable.", unit="rows")
-SPECS = (REQUESTS, DURATION, TTFT, OVERHEAD, ATTEMPTS, RETRIES, FALLBACKS, TOKENS, COST, IN_FLIGHT, CHUNKS, DROPPED,
-         CIRCUIT, ALIAS_TARGETS, ALIAS_OPEN, RELOADS, RELOAD_OK, RELOAD_TIME, REFUSED, BUILD, KEY_SPEND, KEY_REFUSED,
-         KEY_BUDGET_USED, KEY_BUDGET_SOFT, STATE_UP, LEDGER_QUEUED, LEDGER_DROPPED)
-
-# (metric name, type, labels, unit, OpenTelemetry GenAI equivalent): the README's metrics table.
-METRICS_DOC: list[tuple[str, str, str, str, str]] = [
-    (s.name, s.kind, ", ".join(s.labels), s.unit, s.otel) for s in SPECS
-]
-
 
 # Labels come only from ids the gateway knows, so this is a second line of defence: past this many
 # series in one metric, new label sets are counted under OTHER instead of growing the scrape.
@@ -141,10 +72,10 @@ class _Backend:
     """Where values go: the per-request calls below in their general form (each series added to by
     name), for the multiprocess backend; one process adds to series it holds (`_Local`)."""
 
-    def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
+    def inc(self, spec: Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
         raise NotImplementedError
 
-    def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
+    def observe(self, spec: Spec, labels: tuple[str, ...], value: float) -> None:
         raise NotImplementedError
 
     def request_finished(self, model: str, provider: str, status: int, duration: float, overhead: float | None,
@@ -184,17 +115,17 @@ class _Local(_Backend, Collector):
     fifth of the gateway's own work per request."""
 
     def __init__(self) -> None:
-        self.values: dict[_Spec, dict[tuple[str, ...], list[float]]] = {
+        self.values: dict[Spec, dict[tuple[str, ...], list[float]]] = {
             s: {} for s in SPECS if s.kind != "histogram"}
         # Per label set: one count per bucket, then the +Inf overflow, then the sum.
-        self.histograms: dict[_Spec, dict[tuple[str, ...], list[float]]] = {
+        self.histograms: dict[Spec, dict[tuple[str, ...], list[float]]] = {
             s: {} for s in SPECS if s.kind == "histogram"}
         # By (model, provider, status, has overhead): requests count, durations, overheads (or None).
         self._finished: dict[tuple[str, str, int, bool], tuple[list[float], list[float], list[float] | None]] = {}
         # By (model, provider, upstream model): input tokens, output tokens, cost.
         self._used: dict[tuple[str, str, str], tuple[list[float], list[float], list[float]]] = {}
 
-    def cell(self, spec: _Spec, labels: tuple[str, ...]) -> list[float]:
+    def cell(self, spec: Spec, labels: tuple[str, ...]) -> list[float]:
         values = self.values[spec]
         cell = values.get(labels)
         if cell is None:
@@ -202,7 +133,7 @@ class _Local(_Backend, Collector):
             cell = values.get(labels) or values.setdefault(labels, [0.0])
         return cell
 
-    def series(self, spec: _Spec, labels: tuple[str, ...]) -> list[float]:
+    def series(self, spec: Spec, labels: tuple[str, ...]) -> list[float]:
         series = self.histograms[spec]
         counts = series.get(labels)
         if counts is None:
@@ -210,20 +141,20 @@ class _Local(_Backend, Collector):
             counts = series.get(labels) or series.setdefault(labels, [0.0] * (len(spec.buckets) + 2))
         return counts
 
-    def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
+    def inc(self, spec: Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
         try:
             self.values[spec][labels][0] += amount  # a series seen before: the per-request case, kept short
         except KeyError:
             self.cell(spec, labels)[0] += amount
 
-    def set(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
+    def set(self, spec: Spec, labels: tuple[str, ...], value: float) -> None:
         self.cell(spec, labels)[0] = value
 
-    def remove(self, spec: _Spec, labels: tuple[str, ...]) -> None:
+    def remove(self, spec: Spec, labels: tuple[str, ...]) -> None:
         # Only gauges are removed, and no request holds a gauge's cell (in-flight is never removed).
         self.values[spec].pop(labels, None)
 
-    def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
+    def observe(self, spec: Spec, labels: tuple[str, ...], value: float) -> None:
         counts = self.series(spec, labels)
         counts[bisect_left(spec.buckets, value)] += 1
         counts[-1] += value
@@ -292,7 +223,7 @@ class _Shared(_Backend):
     """Several processes: prometheus-client metrics over its multiprocess files (children cached)."""
 
     def __init__(self) -> None:
-        self._metrics: dict[_Spec, Any] = {}
+        self._metrics: dict[Spec, Any] = {}
         for spec in SPECS:
             if spec.kind == "counter":
                 self._metrics[spec] = Counter(spec.name, spec.help, spec.labels)
@@ -301,10 +232,10 @@ class _Shared(_Backend):
             else:
                 self._metrics[spec] = Gauge(spec.name, spec.help, spec.labels,
                                             multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
-        self._children: dict[tuple[_Spec, tuple[str, ...]], Any] = {}
-        self._series: dict[_Spec, int] = dict.fromkeys(SPECS, 0)
+        self._children: dict[tuple[Spec, tuple[str, ...]], Any] = {}
+        self._series: dict[Spec, int] = dict.fromkeys(SPECS, 0)
 
-    def _child(self, spec: _Spec, labels: tuple[str, ...]) -> Any:
+    def _child(self, spec: Spec, labels: tuple[str, ...]) -> Any:
         child = self._children.get((spec, labels))
         if child is None:
             capped = _capped(self._series[spec], labels)
@@ -315,16 +246,16 @@ class _Shared(_Backend):
                 self._series[spec] += 1
         return child
 
-    def inc(self, spec: _Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
+    def inc(self, spec: Spec, labels: tuple[str, ...], amount: float = 1.0) -> None:
         self._child(spec, labels).inc(amount)
 
-    def set(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
+    def set(self, spec: Spec, labels: tuple[str, ...], value: float) -> None:
         self._child(spec, labels).set(value)
 
-    def observe(self, spec: _Spec, labels: tuple[str, ...], value: float) -> None:
+    def observe(self, spec: Spec, labels: tuple[str, ...], value: float) -> None:
         self._child(spec, labels).observe(value)
 
-    def remove(self, spec: _Spec, labels: tuple[str, ...]) -> None:
+    def remove(self, spec: Spec, labels: tuple[str, ...]) -> None:
         # Drops this process's series; a value already written to its multiprocess file stays until it
         # exits (prometheus-client keeps no way to delete one).
         if self._children.pop((spec, labels), None) is not None:

@@ -29,7 +29,7 @@ def test_readme_complete_config_example_loads_and_routes() -> None:
 
 
 def test_readme_documents_every_metric() -> None:
-    from gateway.metrics import METRICS_DOC
+    from gateway.metric_specs import METRICS_DOC
 
     readme = (ROOT / "README.md").read_text()
     missing = [name for name, *_ in METRICS_DOC if f"| `{name}` |" not in readme]

@@ -19,16 +19,16 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api.accounting import RequestRecord, admit, finish
+from gateway.api.client_watch import ClientGone, Watched
 from gateway.api.middleware import request_headers
 from gateway.api.middleware import request_id as request_id_of
 from gateway.api.send import JSON, send_error
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
-from gateway.connections import DISCONNECT_HOOK
 from gateway.drain import Drain, ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
@@ -145,7 +145,7 @@ class Pipeline:
             caller = self._authenticate(scope["method"], runtime, headers, context)
             raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
             body = self._parse(raw, caller, context)
-            watched = _Watched(scope, receive, task)
+            watched = Watched(scope, receive, task)
             try:  # no coroutine layer for the watch: each would be paid again on every resume
                 await self._complete(runtime, caller, body, len(raw), headers, context, send, watched)
             except asyncio.CancelledError:
@@ -157,7 +157,7 @@ class Pipeline:
             _note_error(context, error)
             if not context.responding:
                 await protocol.send_error(send, error, request_id)
-        except _ClientGone:
+        except ClientGone:
             context.status = 499
             context.error_type = "client_disconnected"
         except asyncio.CancelledError:
@@ -201,7 +201,7 @@ class Pipeline:
 
     async def _complete(
         self, runtime: Runtime, caller: Caller, body: dict[str, Any], size: int, headers: dict[str, str],
-        context: RequestRecord, send: Send, watched: _Watched,
+        context: RequestRecord, send: Send, watched: Watched,
     ) -> None:
         protocol = self._protocol
         plan = protocol.plan(runtime, body)
@@ -262,66 +262,6 @@ def _note_error(context: RequestRecord, error: GatewayError) -> None:
         context.attempts = 1  # an answer the client must see at once (a 400): it reached one upstream
 
 
-class _ClientGone(Exception):
-    pass
-
-
-class _Watched:
-    """Watches the request; the client's leaving cancels the work (and with it the upstream request),
-    the moment it happens: a stream's slot (e.g. a concurrency limit) is given back at once.
-
-    The gateway's own server (gateway/connections.py) calls a hook in the scope when the connection
-    is lost mid-request, which costs nothing per request. Under another ASGI server, a listener task
-    waits on receive() for the disconnect instead (a task per request, a tenth of the gateway's own
-    CPU per request at moderate load when it was the only way). Once the last bytes are being sent
-    (`finishing`), the end of the connection is no longer the client walking away.
-    """
-
-    __slots__ = ("_gone", "_hooked", "_receive", "_scope", "_task", "_watcher", "finishing")
-
-    def __init__(self, scope: Scope, receive: Receive, task: asyncio.Task[Any]) -> None:
-        self._scope = scope
-        self._receive = receive
-        self._task = task  # the request's own task, which `work` runs in
-        self._gone = False
-        self._watcher: asyncio.Task[None] | None = None
-        self.finishing = False
-        self._hooked = DISCONNECT_HOOK in scope
-        if self._hooked:
-            scope[DISCONNECT_HOOK] = self._left
-        else:
-            self._watcher = task.get_loop().create_task(self._watch())
-
-    def cancelled(self) -> None:
-        """The request's task was cancelled: raise _ClientGone if the client left, ShuttingDown at the
-        drain deadline (an answer not yet started gets a 503; a stream cut while its client was not
-        reading, the relay says so itself otherwise, loses its connection); else return (re-raise)."""
-        if self._gone:
-            self._task.uncancel()
-            raise _ClientGone from None
-        if consume_cut():
-            raise ShuttingDown from None
-
-    def disarm(self) -> None:
-        if self._hooked:
-            self._scope[DISCONNECT_HOOK] = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-    def _left(self) -> None:
-        task = self._task
-        if not self.finishing and not self._gone and not task.done():
-            self._gone = True
-            task.cancel()
-
-    async def _watch(self) -> None:
-        while True:
-            message: Message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self._left()
-                return
-
-
 _COUNTS = [str(n).encode() for n in range(10)]  # header values of the usual attempt and fallback counts
 # By (provider, target): the headers of an answer served at the first attempt (few: from the config).
 _FIRST_TRY_HEADERS: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
@@ -350,7 +290,7 @@ def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    """The request body, at most `limit` bytes (413 beyond); a client gone meanwhile raises _ClientGone."""
+    """The request body, at most `limit` bytes (413 beyond); a client gone meanwhile raises ClientGone."""
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
@@ -364,7 +304,7 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
     size = 0
     while True:
         if message["type"] == "http.disconnect":
-            raise _ClientGone
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

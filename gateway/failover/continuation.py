@@ -34,7 +34,8 @@ from gateway.errors import StreamCut, UpstreamError, UpstreamTimeout
 from gateway.failover.attempt import Opened
 from gateway.failover.breaker import Ticket
 from gateway.relay.chunk import Chunk
-from gateway.relay.stream import EventProcessor, MalformedEvent, Part, RelayResult, Transcript, relay
+from gateway.relay.stream import EventProcessor, MalformedEvent, Part, RelayResult, relay
+from gateway.relay.transcript import Transcript
 from gateway.relay.usage import Usage
 from gateway.routing import Target
 from gateway.upstream.formats import Leg

@@ -122,7 +122,7 @@ _DONE_EVENT = b"data: [DONE]"
 
 
 Run = tuple[bytes, int]  # (plain events joined by blank lines, how many), or (one event to read, 0)
-_DONE_READ = b"data: [DONE]\n\n"
+_DONE_READ = _DONE_EVENT + b"\n\n"  # the [DONE] event with its blank line, as a read ends
 
 
 def plain_runs(events: list[bytes]) -> list[Run]:
@@ -133,7 +133,7 @@ def plain_runs(events: list[bytes]) -> list[Run]:
         return []
     if events[-1] == _DONE_EVENT:  # the usual end of a batch: keep it out of the scans below
         return [*plain_runs(events[:-1]), (_DONE_EVENT, 0)]
-    if len(events) == 1:  # a paced stream's every read: a yes or no is all it needs, and cheaper
+    if len(events) == 1:  # a yes or no is all one event needs, and cheaper
         return [(events[0], 1 if _plain_one(events[0]) else 0)]
     blob = b"\n\n".join(events)
     suspects = _suspects(blob, events)

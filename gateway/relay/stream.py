@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from gateway.relay.chunk import Chunk, MalformedChunk, PlainFrame, Run, interpret, plain_runs
 from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
+from gateway.relay.transcript import Transcript
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
 
@@ -45,111 +46,6 @@ class RelayResult:
     completed: bool = False
     error_type: str | None = None
     first_write_at: float | None = None
-
-
-class Transcript:
-    """What the client has been sent so far, as much as a continuation needs: the text of choice 0,
-    whether any tool call or content other than text went out, and the first chunk (id, model).
-
-    Events the relay forwarded unread (plain deltas, see chunk.read_runs) are kept as the bytes
-    sent and read only when a continuation asks, so a stream that never breaks never reads them.
-    Past `FOLD_AT` bytes of them they are read and kept as text, which bounds the memory a long
-    stream holds to about that."""
-
-    FOLD_AT = 256 * 1024
-
-    __slots__ = ("_kept", "_parts", "_tool", "_unread", "_untextual", "first")
-
-    def __init__(self, *, kept: bool = True) -> None:
-        self._kept = kept  # False: the stream is never continued, so unread events are not kept
-        self._parts: list[str | bytes] = []  # in order: text, or unread events joined by blank lines
-        self._unread = 0  # bytes of unread events in _parts
-        self._tool = False
-        self._untextual = False
-        self.first: dict[str, Any] | None = None  # the first chunk sent with a choice in it
-
-    @property
-    def text(self) -> str:
-        self._read()
-        return "".join(part for part in self._parts if isinstance(part, str))  # all text once read
-
-    @property
-    def tool(self) -> bool:
-        """Part of a tool call was sent."""
-        self._read()
-        return self._tool
-
-    @property
-    def untextual(self) -> bool:
-        """More than one choice, content that is neither text nor reasoning, or an event unreadable."""
-        self._read()
-        return self._untextual
-
-    def add(self, chunk: Chunk, text: str) -> None:
-        if self.first is None and chunk.data is not None and chunk.choices:
-            self.first = chunk.data
-        if text:
-            self._parts.append(text)
-        self._flags(chunk)
-
-    def add_unread(self, events: bytes) -> None:
-        """Events sent as the upstream sent them, joined by blank lines (a last one may end it), not read yet."""
-        if not self._kept:
-            return
-        if self.first is None:
-            self._find_first(events)
-        self._parts.append(events)
-        self._unread += len(events)
-        if self._unread > self.FOLD_AT:
-            self._read()
-
-    def _flags(self, chunk: Chunk) -> None:
-        if chunk.tool:
-            self._tool = True
-        elif chunk.choices > 1 or (chunk.content and not chunk.text and not chunk.reasoning):
-            self._untextual = True
-
-    def _find_first(self, events: bytes) -> None:
-        # Once per stream, and almost always the first event (the role chunk) is it: taken one at a
-        # time, not by splitting what may be the whole of an unpaced stream.
-        start = 0
-        while start < len(events):
-            end = events.find(b"\n\n", start)
-            end = len(events) if end < 0 else end
-            chunk = _read_event(events[start:end]) if end > start else None
-            if chunk is not None and chunk.data is not None and chunk.choices:
-                self.first = chunk.data
-                return
-            start = end + 2
-
-    def _read(self) -> None:
-        """Replace the unread events by their text, reading them as the relay would have."""
-        if not self._unread:
-            return
-        parts: list[str | bytes] = []
-        for part in self._parts:
-            if isinstance(part, str):
-                parts.append(part)
-                continue
-            for event in part.split(b"\n\n"):
-                if not event:
-                    continue  # after the blank line that ends a read
-                chunk = _read_event(event)
-                if chunk is None:
-                    self._untextual = True  # what the client got from it is unknown: not continued
-                    continue
-                if chunk.text:
-                    parts.append(chunk.text)
-                self._flags(chunk)
-        self._parts, self._unread = parts, 0
-
-
-def _read_event(event: bytes) -> Chunk | None:
-    data = event_data(event)
-    try:
-        return interpret(data) if data is not None else None
-    except MalformedChunk:
-        return None
 
 
 class MalformedEvent(UpstreamProtocolError):

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.relay.chunk import PlainFrame, interpret, plain_runs, read_runs
 from gateway.relay.sse import EventSplitter, event_data
-from gateway.relay.stream import Transcript
+from gateway.relay.transcript import Transcript
 
 BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 
