@@ -18,6 +18,7 @@ from benchmarks.configs import GATEWAY_KEY, write_gateway_config
 from benchmarks.features import FEATURES, Feature
 from benchmarks.load import Latencies, StreamStats, Target, Throughput, percentile, streams
 from benchmarks.procs import Service, free_port
+from benchmarks.rounds import paired
 
 
 @dataclass
@@ -145,6 +146,7 @@ def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | Strea
             continue
         base = plain[run.feature.kind]
         base_cpu, base_results = sum(c for c, _ in base), [r for _, r in base]
+        cpu_versus = _cpu_versus(run, base)
         if run.feature.kind == "plain":
             ours = [r for r in run.results if isinstance(r, Throughput)]
             theirs = [r for r in base_results if isinstance(r, Throughput)]
@@ -153,7 +155,7 @@ def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | Strea
             base_per = base_cpu / max(1, sum(r.requests for r in theirs)) * 1000
             out.append(FeatureRow(name, "req/s, 32 connections", f"{base_rate:,.0f}", f"{rate:,.0f}",
                                   _ratio(rate, base_rate)))
-            out.append(FeatureRow("", "CPU per request (ms)", f"{base_per:.3f}", f"{cpu:.3f}", _ratio(cpu, base_per)))
+            out.append(FeatureRow("", "CPU per request (ms)", f"{base_per:.3f}", f"{cpu:.3f}", cpu_versus))
             at = run.feature.latency_at
             if at is not None and run.latencies:
                 out += _added_latency(at, run.latencies, (plain_latencies or {}).get(at, []))
@@ -170,7 +172,7 @@ def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | Strea
                                   f"{done / seconds:,.1f}", _ratio(done / seconds, base_done / base_seconds)))
             out.append(FeatureRow("", "content chunks/s", f"{base_chunks:,.0f}", f"{chunks:,.0f}",
                                   _ratio(chunks, base_chunks)))
-            out.append(FeatureRow("", "CPU per stream (ms)", f"{base_per:.3f}", f"{cpu:.3f}", _ratio(cpu, base_per)))
+            out.append(FeatureRow("", "CPU per stream (ms)", f"{base_per:.3f}", f"{cpu:.3f}", cpu_versus))
             continue
         gaps = [g for s in mine for g in s.gaps]
         base_gaps = [g for s in others for g in s.gaps]
@@ -184,6 +186,19 @@ def rows(pricing: Pricing, plain: dict[str, list[tuple[float, Throughput | Strea
         out.append(FeatureRow("", "streams completed after the cut", "",
                               f"{sum(len(s.gaps) for s in mine)}", f"{incomplete} incomplete"))
     return out
+
+
+def _served(result: Throughput | StreamStats) -> int:
+    return result.requests if isinstance(result, Throughput) else result.streams
+
+
+def _cpu_versus(run: FeatureRun, base: list[tuple[float, Throughput | StreamStats]]) -> str:
+    """The feature's CPU per request (or stream) over the plain gateway's, paired round by round (round i
+    of both ran in the same interleaved round), as the median with its range: see benchmarks/rounds.py."""
+    rounds = [{"feature": cpu / _served(result) if _served(result) else math.nan,
+               "plain": base_cpu / _served(base_result) if _served(base_result) else math.nan}
+              for cpu, result, (base_cpu, base_result) in zip(run.cpu, run.results, base, strict=False)]
+    return paired(rounds, "feature", "plain").spread()
 
 
 def _added_latency(rate: int, mine: list[Latencies], plain: list[Latencies]) -> list[FeatureRow]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -49,7 +50,7 @@ from benchmarks.load import (
     streams,
     wrk_available,
 )
-from benchmarks.pricing import FeatureRow, Pricing
+from benchmarks.pricing import FeatureRow, FeatureRun, Pricing
 from benchmarks.pricing import render as render_features
 from benchmarks.pricing import rows as feature_rows
 from benchmarks.procs import Meter, Reading, Service, cores, free_port
@@ -105,9 +106,10 @@ class Plan:
 
 
 # The CPU phases take about as long as they did as two rounds of 8 s / 5 s / 6 s (streams: each run also
-# has its ramp, settle and tail); the other phases are unchanged.
+# has its ramp, settle and tail); so do the feature rows, as four rounds of what were two; the other
+# phases are unchanged.
 FULL = Plan(throughput=Rounds(4, 4), latency={20: Rounds(2, 10), 200: Rounds(8, 1.25)}, paced=Rounds(4, 2),
-            unpaced=Rounds(4, 2.75), features=Rounds(2, 8), feature_stream_seconds=6, feature_latency_seconds=5,
+            unpaced=Rounds(4, 2.75), features=Rounds(4, 4), feature_stream_seconds=3, feature_latency_seconds=2.5,
             stream_concurrency=256, stream_chunks=50, stream_interval_ms=20, stream_settle=0.25, soak=1_000_000,
             warmup=3, ceiling_seconds=3)
 QUICK = Plan(throughput=Rounds(2, 1), latency={20: Rounds(1, 0.5), 200: Rounds(2, 0.5)}, paced=Rounds(2, 0.5),
@@ -391,7 +393,8 @@ class Bench:
         await pricing.probe(plan.stream_chunks, plan.stream_interval_ms)
         runs = pricing.measured()
         gateway = self.peer("gateway")
-        assert gateway.service is not None
+        service = gateway.service
+        assert service is not None
         for run in runs:
             assert run.target is not None
             if run.feature.kind == "plain":
@@ -400,18 +403,30 @@ class Bench:
         rates = sorted({run.feature.latency_at for run in runs if run.feature.latency_at is not None})
         plain: dict[str, list[tuple[float, Throughput | StreamStats]]] = {"plain": [], "stream": [], "resume": []}
         plain_latencies: dict[int, list[Latencies]] = {rate: [] for rate in rates}
-        for _ in range(plan.features.count):
-            for kind in kinds:
-                plain[kind].append(await self._price(kind, gateway.target, gateway.service, "gateway"))
-            for rate in rates:
-                plain_latencies[rate].append(await self._open_loop(gateway.target, rate, "gateway"))
-            for run in runs:
-                assert run.target is not None and run.service is not None
-                cpu, result = await self._price(run.feature.kind, run.target, run.service, run.feature.name)
-                run.cpu.append(cpu)
-                run.results.append(result)
-                if run.feature.latency_at is not None:
-                    run.latencies.append(await self._open_loop(run.target, run.feature.latency_at, run.feature.name))
+
+        async def baseline(kind: str) -> None:
+            plain[kind].append(await self._price(kind, gateway.target, service, "gateway"))
+
+        async def baseline_latency(rate: int) -> None:
+            plain_latencies[rate].append(await self._open_loop(gateway.target, rate, "gateway"))
+
+        async def featured(run: FeatureRun) -> None:
+            assert run.target is not None and run.service is not None
+            cpu, result = await self._price(run.feature.kind, run.target, run.service, run.feature.name)
+            run.cpu.append(cpu)
+            run.results.append(result)
+            if run.feature.latency_at is not None:
+                run.latencies.append(await self._open_loop(run.target, run.feature.latency_at, run.feature.name))
+
+        # Every step once per round, the order rotated round by round as in the main table's CPU rows, so a
+        # feature's CPU is paired with the plain gateway's of the same round (benchmarks/rounds.py).
+        steps: list[Callable[[], Awaitable[None]]] = [
+            *(functools.partial(baseline, kind) for kind in kinds),
+            *(functools.partial(baseline_latency, rate) for rate in rates),
+            *(functools.partial(featured, run) for run in runs)]
+        for index in range(plan.features.count):
+            for step in order(steps, index):
+                await step()
         self.feature_rows = feature_rows(pricing, plain, plan.stream_interval_ms, plain_latencies)
         self.feature_notes = [f"{run.feature.name}: {run.feature.note}" for run in runs if run.feature.note]
 
@@ -431,9 +446,13 @@ class Bench:
             result = await self.throughput(target, 32, plan.features.seconds)
             self._count_errors(f"{name} (features)", result.errors)
         elif kind == "stream":
+            # CPU over the counting window, as the main table's stream rows (not the clients' set-up).
+            meter = Meter(service, self.server_core)
             result = await streams(target, plan.stream_concurrency, plan.feature_stream_seconds, plan.stream_chunks,
-                                   0)
+                                   0, settle=plan.stream_settle, meter=meter)
             self._count_errors(f"{name} (features, incomplete streams)", result.incomplete)
+            assert meter.reading is not None
+            return meter.reading.cpu, result
         else:
             result = await streams(target, 32, plan.feature_stream_seconds, plan.stream_chunks, plan.stream_interval_ms,
                                    at_least=True, gap_at=CUT_AFTER + 1)
