@@ -6,6 +6,7 @@ the machine's load, for deciding between two versions of the hot path on a share
     python -m benchmarks.instructions --stream --interval 20  # streams paced 20 ms a chunk (60 requests)
     python -m benchmarks.instructions --cprofile calls.txt    # instead: Python calls per request
     python -m benchmarks.instructions --feature 'limits + budgets (embedded store)'  # a feature row's gateway
+    python -m benchmarks.instructions --idle 5                # instructions per second of an idle proxy
 
 The proxy runs under callgrind; after a warm-up the counters are zeroed, `--requests` requests are
 sent one at a time (no queue: the moderate-load case, where nothing amortises across requests),
@@ -17,6 +18,10 @@ writes each chunk on its own after MS ms), so the proxy reads and sends every ch
 the per-chunk cost of a real model's stream, where the unpaced stream (all chunks in one upstream
 write) arrives in one or a few reads. The interval must stay well above the proxy's time per chunk
 under valgrind (~2 ms), or chunks queue and coalesce; 20 ms (the full run's) does.
+`--idle SECONDS` counts no requests: after the warm-up requests and a second to settle, the
+counters are zeroed, the proxy is left alone for SECONDS of wall time and the total is divided by
+them: the background work an idle replica pays all the time (timers, polls, flush loops, the
+server's own tick).
 `--cprofile` runs the proxy under cProfile instead and prints the functions called per request
 (call counts are exact; the times cProfile shows are not used).
 """
@@ -33,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
@@ -73,7 +79,8 @@ def _control(pid: int, *args: str) -> None:
 
 
 def count(target: str, requests: int, stream: bool, warmup: int, feature: Feature | None = None,
-          interval_ms: float = 0, keep: Path | None = None) -> float:
+          interval_ms: float = 0, keep: Path | None = None, idle_seconds: float = 0) -> float:
+    """Instructions per request; with idle_seconds, per idle second instead (no requests counted)."""
     with tempfile.TemporaryDirectory(prefix="gateway-instr-") as directory:
         work = Path(directory)
         env = {**os.environ, "BENCH_UPSTREAM_KEY": "bench-upstream-key", "BENCH_GATEWAY_KEY": GATEWAY_KEY,
@@ -89,9 +96,20 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
             upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
             proxy.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=600)
             asyncio.run(_send(load, warmup, stream, interval_ms))
+            if idle_seconds:
+                time.sleep(1.0)  # the warm-up's last ledger batch and answers settle before the count
+            # callgrind acts on a control request at some moment during the call: the midpoints of the
+            # two calls bound the counted wall time best
+            before = time.monotonic()
             _control(proxy.pid, "--zero")
-            asyncio.run(_send(load, requests, stream, interval_ms))
+            started = (before + time.monotonic()) / 2
+            if idle_seconds:
+                time.sleep(idle_seconds)
+            else:
+                asyncio.run(_send(load, requests, stream, interval_ms))
+            before = time.monotonic()
             _control(proxy.pid, "--dump")
+            elapsed = (before + time.monotonic()) / 2 - started
             dumps = [d for d in work.glob("callgrind.out.*") if d.suffix[1:].isdigit()]
             if len(dumps) != 1:
                 raise RuntimeError(f"expected one callgrind dump, found {[d.name for d in dumps]}")
@@ -100,7 +118,7 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
                 raise RuntimeError(f"no total in {dumps[0].name}")
             if keep is not None:
                 shutil.copyfile(dumps[0], keep)
-            return int(match.group(1)) / requests
+            return int(match.group(1)) / (elapsed if idle_seconds else requests)
         finally:
             proxy.stop()
             upstream.stop()
@@ -161,6 +179,9 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.0, metavar="MS",
                         help="with --stream: the upstream sends each chunk MS ms after the last (default 0: "
                              "all in one write)")
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="instead of requests: instructions per second of the proxy left idle for SECONDS "
+                             "(after the warm-up)")
     parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--keep", type=Path, metavar="FILE",
@@ -174,6 +195,8 @@ def main() -> int:
     paced = args.interval > 0
     requests = args.requests if args.requests is not None else (60 if paced else 300)
     warmup = args.warmup if args.warmup is not None else (10 if paced else 50)
+    if args.idle < 0 or (args.idle and (args.stream or args.cprofile or args.requests is not None)):
+        parser.error("--idle takes a number of seconds > 0, without --stream, --requests or --cprofile")
     if feature is not None and args.target != "gateway":
         parser.error("--feature applies to --target gateway")
     if args.cprofile:
@@ -183,8 +206,12 @@ def main() -> int:
         return 0
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (apt-get install valgrind)")
-    per = count(args.target, requests, args.stream, warmup, feature, args.interval, args.keep)
+    per = count(args.target, requests, args.stream, warmup, feature, args.interval, args.keep, args.idle)
     what = f"{args.target}{f' ({feature.name})' if feature else ''}"
+    if args.idle:
+        print(f"{what}, idle: {per:,.0f} instructions per second (over {args.idle:g} s after {warmup} warm-up "
+              "requests)")
+        return 0
     print(f"{what}, {_what(args.stream, args.interval)}: "
           f"{per:,.0f} instructions per request ({requests} requests after {warmup} warm-up)")
     return 0
