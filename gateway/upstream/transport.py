@@ -63,11 +63,12 @@ class HttpResponse:
         """Whatever bytes arrived next; b"" once the body has ended.
 
         A paced stream's every read waits for one piece. aiohttp's readany() spends ~15 Python calls on
-        that (a timer context, a timeout assertion, and a resume of the socket after every read, which
-        re-enters the parser with no bytes, even when the socket was never paused): here the usual
-        case (no total timeout, nothing buffered, then one piece) is one wait on aiohttp's own waiter
-        and aiohttp's own accounting for that piece (StreamReader._read_nowait_chunk's), resuming the
-        socket only when aiohttp had paused it. Anything else goes through readany().
+        that (a timer context, a timeout assertion, and a resume of the socket after every piece, which
+        re-enters the parser with no bytes, even when the socket was never paused): here, without a
+        total timeout, a read is one wait on aiohttp's own waiter and aiohttp's own accounting
+        (StreamReader._read_nowait_chunk's) done once for what is buffered, one piece or many (an
+        unpaced stream: one per HTTP chunk), resuming the socket only when aiohttp had paused it. A
+        partly read piece, an error or a total timeout go through readany().
         tests/upstream/test_transport_reads.py fails when aiohttp changes the code this copies."""
         content = self._response.content
         try:
@@ -80,13 +81,16 @@ class HttpResponse:
                     finally:
                         content._waiter = None
                 buffer = content._buffer
-                if len(buffer) == 1 and not content._buffer_offset and content._exception is None:
-                    data = buffer.popleft()
-                    content._size -= len(data)
-                    cursor = content._cursor = content._cursor + len(data)
-                    splits = content._http_chunk_splits
-                    while splits and splits[0] < cursor:  # ends of the chunks read: dropped, as aiohttp does
-                        splits.popleft()
+                if buffer and not content._buffer_offset and content._exception is None:
+                    if len(buffer) == 1:
+                        data = buffer.popleft()
+                        content._size -= len(data)
+                        cursor = content._cursor = content._cursor + len(data)
+                        splits = content._http_chunk_splits
+                        while splits and splits[0] < cursor:  # ends of chunks read: dropped, as aiohttp does
+                            splits.popleft()
+                    else:
+                        data = _take_all(content)
                     if content._protocol._reading_paused:
                         _resume(content)
                     return data
@@ -263,6 +267,25 @@ class Transport:
             if len(self._timeouts) < 256:
                 self._timeouts[key] = timeout
         return timeout
+
+
+def _take_all(content: aiohttp.StreamReader) -> bytes:
+    """Every piece in aiohttp's buffer, joined, with aiohttp's accounting done once. An unpaced stream
+    arrives as one piece per HTTP chunk: readany() would take them one by one, ~200 opcodes each (a
+    socket resume and a parser re-entry per piece, even when the socket was never paused)."""
+    buffer = content._buffer
+    data = b"".join(buffer)
+    buffer.clear()
+    content._size -= len(data)
+    content._cursor += len(data)
+    splits = content._http_chunk_splits
+    if splits:
+        # Every chunk end is now at or before the cursor; aiohttp keeps only one exactly at it.
+        last = splits[-1]
+        splits.clear()
+        if last == content._cursor:
+            splits.append(last)
+    return data
 
 
 def _resume(content: aiohttp.StreamReader) -> None:

@@ -21,7 +21,7 @@ from gateway.errors import UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
 from gateway.upstream.transport import HttpResponse, Transport
 
-# What transport._take and HttpResponse.read_chunk copy or rely on, as aiohttp 3.14 has it. A change
+# What transport._take_all and HttpResponse.read_chunk copy or rely on, as aiohttp 3.14 has it. A change
 # fails this test: compare the new code with transport.py's, then update these digests.
 COPIED = {
     "StreamReader._read_nowait_chunk": "672849652cf250d3",
@@ -46,20 +46,22 @@ def _source(name: str) -> str:
 def test_aiohttps_read_path_is_the_one_the_lean_read_copies() -> None:
     changed = [name for name, digest in COPIED.items()
                if hashlib.sha256(_source(name).encode()).hexdigest()[:16] != digest]
-    assert not changed, f"aiohttp changed {changed}: re-check transport.read_chunk/_take against it"
+    assert not changed, f"aiohttp changed {changed}: re-check transport.read_chunk/_take_all against it"
 
 
 @pytest.fixture
-async def chunked() -> AsyncIterator[tuple[str, asyncio.Queue[bytes | None]]]:
+async def chunked() -> AsyncIterator[tuple[str, asyncio.Queue[bytes | list[bytes] | None]]]:
     """A server that answers a request with a chunked body: one HTTP chunk per item put on the
     queue, written when it is put (None ends the body). Yields (its base URL, the queue)."""
-    pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+    pieces: asyncio.Queue[bytes | list[bytes] | None] = asyncio.Queue()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         while (piece := await pieces.get()) is not None:
-            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            # A list: one HTTP chunk per item, all in one write (they arrive in one socket read).
+            writer.write(b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in ([piece] if isinstance(piece, bytes)
+                                                                         else piece)))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         writer.close()
@@ -79,7 +81,7 @@ async def _open(base: str) -> tuple[Transport, HttpResponse]:
 
 
 async def test_a_paced_body_is_read_a_piece_at_a_time(
-        chunked: tuple[str, asyncio.Queue[bytes | None]]) -> None:
+        chunked: tuple[str, asyncio.Queue[bytes | list[bytes] | None]]) -> None:
     base, pieces = chunked
     transport, response = await _open(base)
     try:
@@ -100,7 +102,7 @@ async def test_a_paced_body_is_read_a_piece_at_a_time(
 
 
 async def test_a_body_of_big_and_tiny_chunks_arrives_whole(
-        chunked: tuple[str, asyncio.Queue[bytes | None]]) -> None:
+        chunked: tuple[str, asyncio.Queue[bytes | list[bytes] | None]]) -> None:
     """Megabyte chunks arrive as one piece per socket read (256 KB), tiny ones many to a read: the lean
     read takes the former, readany() the latter (joined), and every byte arrives in order."""
     base, pieces = chunked
@@ -120,7 +122,7 @@ async def test_a_body_of_big_and_tiny_chunks_arrives_whole(
         await transport.close()
 
 
-async def test_a_stall_fails_a_read_that_waits(chunked: tuple[str, asyncio.Queue[bytes | None]]) -> None:
+async def test_a_stall_fails_a_read_that_waits(chunked: tuple[str, asyncio.Queue[bytes | list[bytes] | None]]) -> None:
     base, pieces = chunked
     transport, response = await _open(base)
     try:
@@ -133,4 +135,41 @@ async def test_a_stall_fails_a_read_that_waits(chunked: tuple[str, asyncio.Queue
         response.close()
     finally:
         await pieces.put(None)
+        await transport.close()
+
+
+async def test_many_chunks_that_arrive_together_are_one_read(
+        chunked: tuple[str, asyncio.Queue[bytes | list[bytes] | None]]) -> None:
+    """An unpaced stream: 60 HTTP chunks in one socket read are taken by one read_chunk, with aiohttp's
+    accounting as its own reads leave it (no unread bytes, the cursor at the end, chunk ends dropped),
+    and without resuming the socket (never paused) once per piece as readany() does."""
+    base, pieces = chunked
+    transport, response = await _open(base)
+    events = [b"data: {\"n\": %d}\n\n" % n for n in range(60)]
+    content = response._response.content
+    protocol = content._protocol
+    resumes = 0
+    resume = protocol.resume_reading
+
+    def counted(*args: bool) -> None:
+        nonlocal resumes
+        resumes += 1
+        resume(*args)
+
+    protocol.resume_reading = counted  # type: ignore[method-assign]
+    try:
+        await pieces.put(events)
+        async with asyncio.timeout(10):
+            assert await response.read_chunk() == b"".join(events)
+        assert resumes == 0
+        assert (content._size, content._cursor) == (0, content.total_bytes)
+        assert content._http_chunk_splits is not None and len(content._http_chunk_splits) <= 1
+        assert not content._protocol._reading_paused
+        await pieces.put([b"data: last\n\n"])
+        await pieces.put(None)
+        async with asyncio.timeout(10):
+            assert await response.read_chunk() == b"data: last\n\n"
+            assert await response.read_chunk() == b""
+        response.release()
+    finally:
         await transport.close()
