@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.api.accounting import RequestRecord, admit, finish
@@ -142,8 +142,13 @@ class Pipeline:
         drain = self._drain
         drain.track(task)  # so that the drain deadline can end it
         try:
-            caller = self._authenticate(scope["method"], runtime, headers, context)
-            raw = await _read_body(receive, headers, runtime.settings.server.max_body_bytes)
+            limit = runtime.settings.server.max_body_bytes
+            caller = self._authenticate(scope["method"], runtime, headers, context, limit)
+            # The body usually comes whole in the first message: taken here, not in a coroutine of its own.
+            first = await receive()
+            raw = _whole_body(first, limit)
+            if raw is None:
+                raw = await _read_rest(receive, first, limit)
             body = self._parse(raw, caller, context)
             watched = Watched(scope, receive, task)
             try:  # no coroutine layer for the watch: each would be paid again on every resume
@@ -177,14 +182,19 @@ class Pipeline:
             drain.untrack(task)
             finish(runtime, context)
 
-    def _authenticate(self, method: str, runtime: Runtime, headers: dict[str, str], context: RequestRecord) -> Caller:
-        """Whether this request may start at all: not while draining, only POST, only with a valid key."""
+    def _authenticate(self, method: str, runtime: Runtime, headers: dict[str, str], context: RequestRecord,
+                      limit: int) -> Caller:
+        """Whether this request may start at all: not while draining, only POST, only with a valid key,
+        only with a body it may send (a declared length over `limit` is refused before it is read)."""
         if self._drain.refusing:
             raise ShuttingDown
         if method != "POST":
             raise MethodNotAllowed(f"Use POST for {self._protocol.path}.", headers={"Allow": "POST"})
         caller = runtime.auth.authenticate(headers)
         context.caller = caller.name
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
         return caller
 
     def _parse(self, raw: bytes, caller: Caller, context: RequestRecord) -> dict[str, Any]:
@@ -206,7 +216,8 @@ class Pipeline:
         protocol = self._protocol
         plan = protocol.plan(runtime, body)
         context.label = plan.model  # a resolved, known id: safe as a metrics label
-        gate = await admit(runtime, context, caller, body, plan)  # the limits; provider limits per attempt
+        # The limits; provider limits per attempt. Without teams there are none: no coroutine to run.
+        gate = await admit(runtime, context, caller, body, plan) if runtime.teams is not None else None
         deadline = Deadline(_deadline_seconds(plan.total, headers.get("x-gateway-timeout")))
         stream = protocol.streams(body)
         metrics.in_flight(context.label, 1)
@@ -289,17 +300,24 @@ def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
             (b"x-gateway-fallbacks", _COUNTS[fallbacks] if fallbacks < 10 else str(fallbacks).encode())]
 
 
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    """The request body, at most `limit` bytes (413 beyond); a client gone meanwhile raises ClientGone."""
-    declared = headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")  # the whole body in one message: the usual case
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
-        return body
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+
+
+def _whole_body(message: Message, limit: int) -> bytes | None:
+    """The request body when this first message holds all of it (the usual case), at most `limit`
+    bytes (413 beyond); None when more parts follow (see _read_rest)."""
+    if message["type"] != "http.request" or message.get("more_body", False):
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+async def _read_rest(receive: Receive, message: Message, limit: int) -> bytes:
+    """A body in several messages, from the first: at most `limit` bytes (413 beyond); a client gone
+    meanwhile raises ClientGone."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -308,7 +326,7 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+            raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

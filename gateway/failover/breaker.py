@@ -37,8 +37,8 @@ class Ticket:
 
 
 class CircuitBreaker:
-    __slots__ = ("_consecutive", "_forced_at", "_outcomes", "_probe_since", "generation", "key", "on_change",
-                 "opened_until", "peers", "policy", "state")
+    __slots__ = ("_closed", "_consecutive", "_forced_at", "_outcomes", "_probe_since", "generation", "key",
+                 "on_change", "opened_until", "peers", "policy", "state")
 
     def __init__(self, key: str, policy: BreakerPolicy, on_change: Callable[[str, State], None]) -> None:
         self.key = key
@@ -54,6 +54,9 @@ class CircuitBreaker:
         self._outcomes: deque[list[float]] = deque()
         # Other replicas' outcomes in their current windows (total, failed), with shared state only.
         self.peers: tuple[int, int] = (0, 0)
+        # The ticket of a closed circuit's current generation, handed to every request it admits: a
+        # ticket is immutable, so one per generation serves them all (not one object per request).
+        self._closed = Ticket(key, 0, probe=False)
 
     def tick(self, now: float) -> None:
         """Open turns half-open when its cooldown has passed, whether or not anyone asks."""
@@ -62,9 +65,9 @@ class CircuitBreaker:
 
     def admit(self, now: float) -> Ticket | None:
         """A ticket to try this target now, or None while it is open (or its one probe is out)."""
+        if self.state is State.CLOSED:  # the usual case (tick() changes only an open circuit)
+            return self._closed_ticket()
         self.tick(now)
-        if self.state is State.CLOSED:
-            return Ticket(self.key, self.generation, probe=False)
         if self.state is State.OPEN or not self._probe_free(now):
             return None
         self._probe_since = now
@@ -73,7 +76,7 @@ class CircuitBreaker:
     def admit_early(self, now: float) -> Ticket | None:
         """Every target of a plan is open: one early probe per cooldown, owned like any probe."""
         if self.state is State.CLOSED:
-            return Ticket(self.key, self.generation, probe=False)
+            return self._closed_ticket()
         if not self._probe_free(now):
             return None
         if self._forced_at is not None and now - self._forced_at < self.policy.cooldown:
@@ -133,6 +136,12 @@ class CircuitBreaker:
         self._probe_since = None
         self._set(State.CLOSED)
         return True
+
+    def _closed_ticket(self) -> Ticket:
+        ticket = self._closed
+        if ticket.generation != self.generation:
+            ticket = self._closed = Ticket(self.key, self.generation, probe=False)
+        return ticket
 
     def _owns(self, ticket: Ticket) -> bool:
         if ticket.generation != self.generation:

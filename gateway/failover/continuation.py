@@ -225,7 +225,7 @@ async def _reopen(executor: Executor, served: Served, transcript: Transcript, st
             state.budget -= 1
             body = continuation_body(leg.body, transcript.text, mode, target.prefill)
             payload = leg.dialect.build_request(body, target.upstream_model, stream=True)
-            outcome = await executor.attempt_once(run, target, leg, payload, ticket, client_errors=False)
+            outcome = await executor.try_target(run, target, leg, ticket, payload, retry=False, client_errors=False)
             if isinstance(outcome, Opened):
                 segment = Segment(target, outcome, ticket, mode)
                 state.segments.append(segment)

@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import metrics
@@ -35,26 +35,31 @@ from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.transport import Transport
 
 
-@dataclass(slots=True)
 class Run:
     """One request's way through its plan: what was tried, what failed, what is left."""
 
-    plan: Plan
-    body: dict[str, Any]
-    stream: bool
-    deadline: Deadline
-    legs: LegChooser
-    body_size: int = 0
-    prompt: int = 0  # estimated prompt tokens (0: too small to matter)
-    requested: int = 0  # max output tokens the client asked for
-    attempts: list[Attempt] = field(default_factory=list)
-    errors: list[UpstreamError] = field(default_factory=list)
-    targets_tried: int = 0
-    last_tried: str | None = None
-    upstream_seconds: float = 0.0
-    context_failed_at: int | None = None
-    gate: Gate | None = None
-    refusals: list[GatewayError] = field(default_factory=list)  # targets the gate refused (provider limits)
+    # A plain class, not a dataclass: its generated __init__ (17 fields, 3 list factories) cost twice this one.
+    __slots__ = ("attempts", "body", "body_size", "context_failed_at", "deadline", "errors", "gate", "last_tried",
+                 "legs", "plan", "prompt", "refusals", "requested", "stream", "targets_tried", "upstream_seconds")
+
+    def __init__(self, plan: Plan, body: dict[str, Any], stream: bool, deadline: Deadline, legs: LegChooser,
+                 body_size: int = 0, prompt: int = 0, requested: int = 0, gate: Gate | None = None) -> None:
+        self.plan = plan
+        self.body = body
+        self.stream = stream
+        self.deadline = deadline
+        self.legs = legs
+        self.body_size = body_size
+        self.prompt = prompt  # estimated prompt tokens (0: too small to matter)
+        self.requested = requested  # max output tokens the client asked for
+        self.gate = gate
+        self.attempts: list[Attempt] = []
+        self.errors: list[UpstreamError] = []
+        self.targets_tried = 0
+        self.last_tried: str | None = None
+        self.upstream_seconds = 0.0
+        self.context_failed_at: int | None = None
+        self.refusals: list[GatewayError] = []  # targets the gate refused (provider limits)
 
 
 # Asked just before a target is tried: None lets it be tried, an error (a 429) skips it.
@@ -139,6 +144,8 @@ class Executor:
         self.health = health
         self._limits = limits
         self._backoffs: dict[Any, Backoff] = {}
+        # Per target of this config: the record of an attempt that served (immutable, so shared by all).
+        self._served: dict[str, Attempt] = {}
 
     async def run(
         self, plan: Plan, body: dict[str, Any], *, stream: bool, deadline: Deadline, body_size: int,
@@ -149,7 +156,7 @@ class Executor:
         requested = _requested_output(body)
         run = Run(plan, body, stream, deadline,
                   legs or (lambda t: chat_leg(t.endpoint.wire, t.model.limit.output, body)), body_size,
-                  _prompt_tokens(body, plan, body_size, requested), requested, gate=gate)
+                  _prompt_tokens(body, plan, body_size, requested), requested, gate)
         open_targets: list[tuple[Target, Leg]] = []
         for target in plan.targets:
             leg = run.legs(target)
@@ -166,9 +173,9 @@ class Executor:
                 continue
             if gate is not None and await self._refused(gate, run, target, ticket):
                 continue
-            served = await self._try_target(run, target, leg, ticket)
-            if served is not None:
-                return served
+            opened = await self.try_target(run, target, leg, ticket, self._begin(run, target, leg))
+            if isinstance(opened, Opened):
+                return Served(opened, ticket, run, leg, self, opened.target)
             if deadline.remaining() <= 0:
                 break
         if open_targets and not run.errors and deadline.remaining() > 0:
@@ -194,7 +201,8 @@ class Executor:
         target, leg = next((t, leg) for t, leg in open_targets if t.key == ticket.key)
         if run.gate is not None and await self._refused(run.gate, run, target, ticket):
             return None
-        return await self._try_target(run, target, leg, ticket)
+        opened = await self.try_target(run, target, leg, ticket, self._begin(run, target, leg))
+        return Served(opened, ticket, run, leg, self, opened.target) if isinstance(opened, Opened) else None
 
     async def _refused(self, gate: Gate, run: Run, target: Target, ticket: Ticket) -> bool:
         """Ask the gate before trying a target; a refused target is skipped like one whose circuit is open."""
@@ -219,52 +227,59 @@ class Executor:
             return "context_length", "its context window is no larger than one that was already too small"
         return None
 
-    async def _try_target(self, run: Run, target: Target, leg: Leg, ticket: Ticket) -> Served | None:
-        """Try one target, retrying what is worth it; None when it is done for this request."""
+    def _begin(self, run: Run, target: Target, leg: Leg) -> dict[str, Any]:
+        """A target's turn begins (a fallback when another came before): its payload, built once."""
         if run.last_tried is not None:
             metrics.fallback(run.plan.model, run.last_tried, target.key)
         run.last_tried = target.key
         run.targets_tried += 1
-        payload = leg.dialect.build_request(leg.body, target.upstream_model, stream=run.stream)
+        return leg.dialect.build_request(leg.body, target.upstream_model, stream=run.stream)
+
+    async def try_target(self, run: Run, target: Target, leg: Leg, ticket: Ticket, payload: dict[str, Any], *,
+                         retry: bool = True, client_errors: bool = True) -> Opened | UpstreamError:
+        """Attempts at one target, each recorded and settled: again after a back-off while a failure is
+        worth retrying (when `retry`), until one opens or the target is done for this request (its last
+        failure returned). The client's own errors (FAIL) are raised unless `client_errors` is False (a
+        continuation's refusal is one more failed attempt).
+
+        One coroutine for the retries and the bookkeeping: each coroutine layer is paid again on every
+        resume of the request (two layers here cost ~3k instructions per whole answer)."""
         tries = 0
         while True:
             tries += 1
-            opened = await self.attempt_once(run, target, leg, payload, ticket)
-            if isinstance(opened, Opened):
-                return Served(opened, ticket, run, leg, self, opened.target)
-            error = opened
-            if classify(error) is not Action.RETRY or tries >= target.retry.attempts:
-                return None
-            delay = self._backoff(target).delay(tries, getattr(error, "retry_after", None))
+            # Only a stream waits for a first token; a whole answer is bounded by its response timeout.
+            first_token = first_token_limit(target.timeouts, reasoning=bool(target.model.reasoning),
+                                            samples=self.health.latency.first_tokens(target.key),
+                                            prompt_tokens=run.body_size // 4) if run.stream else 0.0
+            started = time.monotonic()
+            try:
+                opened = await attempt(self._transport, target, leg, payload, stream=run.stream,
+                                       deadline=run.deadline, first_token=first_token, limits=self._limits)
+            except UpstreamError as error:
+                failure = error
+            except BaseException:
+                self.health.released(ticket)
+                raise
+            else:
+                self._opened(run, target, ticket, opened, started)
+                return opened
+            run.upstream_seconds += time.monotonic() - started
+            self._failed(run, target, ticket, failure)
+            action = classify(failure)
+            if client_errors and action is Action.FAIL:
+                raise failure
+            if not retry or action is not Action.RETRY or tries >= target.retry.attempts:
+                return failure
+            delay = self._backoff(target).delay(tries, getattr(failure, "retry_after", None))
             if delay is None or delay >= run.deadline.remaining():
-                return None  # waiting would not fit: better spend the deadline elsewhere
+                return failure  # waiting would not fit: better spend the deadline elsewhere
             if not self.health.still_admitted(ticket):
-                return None  # that failure opened the circuit
+                return failure  # that failure opened the circuit
             metrics.retry(target.provider_id, target.upstream_model)
             await asyncio.sleep(delay)
             run.upstream_seconds += delay  # waiting is policy, not gateway overhead
 
-    async def attempt_once(self, run: Run, target: Target, leg: Leg, payload: dict[str, Any],
-                           ticket: Ticket, *, client_errors: bool = True) -> Opened | UpstreamError:
-        """One attempt, recorded and settled; the client's own errors (FAIL) are raised unless
-        `client_errors` is False (a continuation's refusal is one more failed attempt)."""
-        # Only a stream waits for a first token; a whole answer is bounded by its response timeout.
-        first_token = first_token_limit(target.timeouts, reasoning=bool(target.model.reasoning),
-                                        samples=self.health.latency.first_tokens(target.key),
-                                        prompt_tokens=run.body_size // 4) if run.stream else 0.0
-        started = time.monotonic()
-        try:
-            opened = await attempt(self._transport, target, leg, payload, stream=run.stream,
-                                   deadline=run.deadline, first_token=first_token, limits=self._limits)
-        except UpstreamError as error:
-            run.upstream_seconds += time.monotonic() - started
-            self._failed(run, target, ticket, error)
-            if client_errors and classify(error) is Action.FAIL:
-                raise
-            return error
-        except BaseException:
-            self.health.released(ticket)
-            raise
+    def _opened(self, run: Run, target: Target, ticket: Ticket, opened: Opened, started: float) -> None:
         now = time.monotonic()
         run.upstream_seconds += now - started
         if not run.stream:
@@ -273,8 +288,10 @@ class Executor:
         if opened.first_token_at is not None:
             self.health.latency.observe_first_token(target.key, opened.first_token_at - started)
         metrics.attempt(target.provider_id, target.upstream_model, "success")
-        run.attempts.append(Attempt(target.key, "success", "served"))
-        return opened
+        served = self._served.get(target.key)
+        if served is None:
+            served = self._served[target.key] = Attempt(target.key, "success", "served")
+        run.attempts.append(served)
 
     def _failed(self, run: Run, target: Target, ticket: Ticket, error: UpstreamError) -> None:
         error.mask(target.endpoint.secrets.mask)
