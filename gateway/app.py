@@ -188,7 +188,7 @@ class Gateway:
         # The catalog and routes are thousands of long-lived objects: keep the cyclic GC from walking
         # them again and again under load.
         gc.freeze()
-        ticker = asyncio.get_running_loop().create_task(self._tick_circuits())
+        self.health.start_timer(asyncio.get_running_loop())
         try:
             yield
         finally:
@@ -198,7 +198,7 @@ class Gateway:
             if sharing is not None:
                 await sharing.stop()
             await self.teams.stop()
-            ticker.cancel()
+            self.health.stop_timer()
             await self.transport.close()
             metrics.worker_exit()
 
@@ -213,12 +213,6 @@ class Gateway:
         sharing = HealthSync(self.health, connection_of(self.teams.store))
         sharing.start()
         return sharing
-
-    async def _tick_circuits(self) -> None:
-        """Open circuits turn half-open by time, so gauges and alerts tell the truth for idle targets."""
-        while True:
-            await asyncio.sleep(1.0)
-            self.health.tick()
 
 
 def _forget_removed(old: Runtime, new: Runtime) -> None:

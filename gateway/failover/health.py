@@ -11,6 +11,7 @@ other replicas' through open_from_peer/close_from_peer. Requests never wait for 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -34,6 +35,8 @@ class Health:
         self.outbox: dict[str, State] | None = None
         self._from_peer = False  # applying another replica's transition: not ours to publish
         self.wake: Callable[[], None] = lambda: None  # tells the sync there is news to publish now
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while the cooldown timer runs
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def enabled(self) -> bool:
@@ -105,6 +108,35 @@ class Health:
         for breaker in list(self._breakers.values()):
             breaker.tick(now)
 
+    def start_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Turn open circuits half-open when their cooldown ends, whether or not anyone asks, so that the
+        gauges and alerts of idle targets tell the truth: one timer, armed for the first cooldown to end
+        and none while every circuit is closed (a task woke every second for it, ~30k instructions)."""
+        self._loop = loop
+        self._arm()
+
+    def stop_timer(self) -> None:
+        self._loop = None
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._loop is None:
+            return
+        first: float | None = None
+        for breaker in self._breakers.values():
+            if breaker.state is State.OPEN and (first is None or breaker.opened_until < first):
+                first = breaker.opened_until
+        if first is not None:
+            self._timer = self._loop.call_later(max(0.0, first - self.clock()), self._on_time)
+
+    def _on_time(self) -> None:
+        self._timer = None
+        self.tick()
+        self._arm()
+
     def windows(self) -> dict[str, tuple[int, int]]:
         """Per target with outcomes in its window: (total, failed) seen by this replica."""
         out = {}
@@ -150,4 +182,6 @@ class Health:
         if self.outbox is not None and not self._from_peer and state is not State.HALF_OPEN:
             self.outbox[key] = state
             self.wake()
+        if state is State.OPEN and self._loop is not None:
+            self._arm()  # its cooldown may end first
         self._on_change(key, state)

@@ -97,12 +97,15 @@ class FallbackCounters:
             else:
                 self._pending.append(settlement)
         self._bound_pending()
+        if self.upkeep_due():
+            await self._send()
+
+    def upkeep_due(self) -> bool:
+        """Something to send (settlements, owed spend, the heartbeat) and Redis up or due a probe."""
         beat_due = self._clock() - self._last_beat >= HEARTBEAT_SECONDS
         if not (self._pending or self._owed or beat_due):
-            return
-        if not self.connection.up and not self.connection.probe_due:
-            return
-        await self._send()
+            return False
+        return self.connection.up or self.connection.probe_due
 
     async def _send(self) -> None:
         recovering = not self.connection.up

@@ -181,6 +181,11 @@ class MemoryCounters:
             else:
                 self._spend[check.scope, check.period].reserved -= check.amount
 
+    def upkeep_due(self) -> bool:
+        """Settled spend is waiting to be written behind, and may be now."""
+        return bool(self._pending) and self._backing is not None and \
+            time.monotonic() - self._written >= self._write_every
+
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Apply at once; then write the settled spend behind. Never raises: a failed write is retried
         with the next batch, and the settlements are never applied twice."""

@@ -191,6 +191,9 @@ class PostgresKeys:
             "SELECT value FROM gateway_meta WHERE name = 'keys_generation'"))
         return int(value)
 
+    def keys_generation_now(self) -> None:
+        return None  # a network round trip: the poll awaits keys_generation()
+
 
 _INSERT_ROWS = (f"INSERT INTO gateway_ledger (writer, seq, {', '.join(LEDGER_COLUMNS)}) "
                 f"VALUES ({', '.join(f'${i}' for i in range(1, len(LEDGER_COLUMNS) + 3))}) "

@@ -153,6 +153,9 @@ class SQLiteStore:
         return [_key_record(r) for r in self._db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY name")]
 
     async def keys_generation(self) -> int:
+        return self.keys_generation_now()
+
+    def keys_generation_now(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE name = 'keys_generation'").fetchone()[0])
 
     # ------------------------------------------------------------------ counters
@@ -184,9 +187,12 @@ class SQLiteStore:
             return Verdict(False, tuple(states), refused, retry_after), levels
         return Verdict(True, tuple(states)), levels
 
+    def upkeep_due(self) -> bool:
+        return time.time() - self._last_beat >= _BEAT_SECONDS
+
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Also this worker's heartbeat: an empty batch still says it is alive (at most once a second)."""
-        if settlements or time.time() - self._last_beat >= 1.0:
+        if settlements or time.time() - self._last_beat >= _BEAT_SECONDS:
             await self._in_background(self._settle, settlements)
 
     def _settle(self, settlements: Sequence[Settlement]) -> None:
@@ -284,6 +290,7 @@ _RESERVE = ("INSERT INTO spend (scope, period, worker, spent, reserved) VALUES (
 _ADD_SPENT = ("INSERT INTO spend (scope, period, worker, spent, reserved) VALUES (?, ?, '', ?, 0) "
               "ON CONFLICT (scope, period, worker) DO UPDATE SET spent = spent + excluded.spent")
 _SWEEP_SECONDS = 5.0
+_BEAT_SECONDS = 1.0
 _DEAD_AFTER = 15.0  # seconds without a heartbeat (one a second) before a worker's reservations are given back
 
 

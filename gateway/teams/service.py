@@ -68,6 +68,7 @@ class Teams:
         self.record: Callable[[LedgerRow], None] = self._rows.append
         self._settlements: list[Settlement] = []
         self._due: asyncio.Future[None] | None = None  # resolved when the next batch is due
+        self._timer: asyncio.TimerHandle | None = None  # the interval's timer, while the flush loop runs
         self._tasks: list[asyncio.Task[None]] = []
         self._budgets: dict[str, Scoped] = {}  # keys with a budget that were used, for the budget gauges
         self._published = 0.0
@@ -154,21 +155,32 @@ class Teams:
         loop = asyncio.get_running_loop()
         assert self._due is not None
         due = self._due
-        timer = loop.call_later(self._interval, _resolve, due)
+        self._timer = loop.call_later(self._interval, self._batch_due, due)
         try:
             while True:
                 await due
-                timer.cancel()
+                self._timer.cancel()
                 # The next batch's future exists before this one is written: a slot freed meanwhile
                 # brings the next batch forward too.
                 self._due = due = loop.create_future()
-                timer = loop.call_later(self._interval, _resolve, due)
+                self._timer = loop.call_later(self._interval, self._batch_due, due)
                 try:
                     await self.flush()
                 except Exception:
                     log.exception("state flush failed")
         finally:
-            timer.cancel()
+            self._timer.cancel()
+
+    def _batch_due(self, due: asyncio.Future[None]) -> None:
+        """The interval's timer: wake the writer only for a batch with something in it or for the
+        store's own upkeep (a heartbeat, spend to write behind, a probe of a backend that is down, the
+        budget gauges), else wait another interval. An idle gateway's empty batch was a task resumed and
+        three store calls 4 times a second; this check is one timer callback."""
+        if self._rows or self._settlements or self.store.counters.upkeep_due() or (
+                self._budgets and abs(self.clock() - self._published) >= 1.0):
+            _resolve(due)
+        else:
+            self._timer = due.get_loop().call_later(self._interval, self._batch_due, due)
 
     async def _prune_loop(self) -> None:
         while True:
