@@ -28,7 +28,7 @@ from gateway.api import admin, errors, health, openwork, unserved
 from gateway.api.chat import ChatProtocol, Pipeline
 from gateway.api.embeddings import EmbeddingsProtocol
 from gateway.api.messages import CountTokens, MessagesProtocol
-from gateway.api.middleware import RequestId, with_cors
+from gateway.api.middleware import with_cors, with_request_id
 from gateway.api.models import ModelsEndpoint
 from gateway.api.responses import ResponsesProtocol
 from gateway.catalog import load_catalog
@@ -97,14 +97,19 @@ class Gateway:
             app.state.drain = self.drain
         metrics.set_build_info(__version__)
         metrics.config_loaded(True, reload=False)
-        # Outermost: every response gets its x-request-id (and CORS headers when origins are set).
-        self._app = RequestId(with_cors(self._dispatch, settings.server.cors_origins))
+        # Inside the request id (see __call__): CORS headers when origins are set.
+        self._app = with_cors(self._dispatch, settings.server.cors_origins)
 
     def current(self) -> Runtime:
         return self.runtime
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The ASGI entry: every HTTP answer gets its x-request-id, then the endpoint runs. A plain function
+        that hands back the endpoint's awaitable (uvicorn_config declares the app ASGI3), so the request
+        has no coroutine layer of its own here, one paid again on every resume."""
+        if scope["type"] == "http":
+            send = with_request_id(scope, send)
+        return self._app(scope, receive, send)
 
     def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """The endpoint's awaitable (not a coroutine layer of its own: one paid again on every resume)."""

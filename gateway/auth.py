@@ -1,4 +1,6 @@
-"""Gateway keys: who is calling. Keys are kept only as SHA-256 digests and compared in constant time.
+"""Gateway keys: who is calling. Keys are kept only as SHA-256 digests: a presented key is found by its
+digest (a dict lookup, whose timing says nothing about the keys known), an admin key compared in
+constant time.
 
 Keys come from the config (`auth.keys`, `auth.admin_keys`) and from the managed keys of the state
 store, which a worker keeps in memory (`ManagedLookup`, refreshed in the background).
@@ -60,16 +62,21 @@ def _digest(key: GatewayKey | AdminKey) -> bytes:
 class Authenticator:
     def __init__(self, settings: AuthSettings, managed: ManagedLookup | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self._keys = [(_digest(k), Caller(k.name, models_pattern(k.models), limit_settings(k.limits)))
-                      for k in settings.keys]
+        # By digest, as the managed keys are (a later duplicate wins, as when every key was compared in turn):
+        # one lookup per request instead of a constant-time comparison per configured key. The lookup's
+        # timing depends on the presented key's SHA-256 and the process's secret hash seed, so it says
+        # nothing about any configured key.
+        self._keys = {_digest(k): Caller(k.name, models_pattern(k.models), limit_settings(k.limits))
+                      for k in settings.keys}
         self._admin = [(_digest(k), k.name) for k in settings.admin_keys]
+        self._configured = bool(self._keys or self._admin)
         self._managed = managed
         self._clock = clock
 
     @property
     def enabled(self) -> bool:
         """Keys are required: some are configured (admin keys mean managed keys are in use) or managed."""
-        return bool(self._keys or self._admin or (self._managed is not None and self._managed.any()))
+        return self._configured or (self._managed is not None and self._managed.any())
 
     def authenticate(self, headers: Mapping[str, str]) -> Caller:
         """The caller for `Authorization: Bearer <key>` or `x-api-key: <key>`; raises Unauthorized."""
@@ -110,14 +117,9 @@ class Authenticator:
         return hashlib.sha256(presented.encode()).digest()
 
     def _find(self, digest: bytes) -> Caller | None:
-        found = None
-        for known, caller in self._keys:
-            # Compare against every key so the time taken does not say which one nearly matched.
-            if hmac.compare_digest(digest, known):
-                found = caller
+        found = self._keys.get(digest)
         if found is None and self._managed is not None:
-            # A dict lookup by the SHA-256 of a 32-byte random key: nothing to learn from its timing.
-            found = self._managed.lookup(digest)
+            found = self._managed.lookup(digest)  # by digest too
         return found
 
 
@@ -125,8 +127,7 @@ def _presented_key(headers: Mapping[str, str]) -> str | None:
     value = headers.get("authorization")
     if value:
         scheme, _, token = value.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        return None
+        token = token.strip()
+        return token if token and scheme.lower() == "bearer" else None
     value = headers.get("x-api-key")
     return value.strip() if value and value.strip() else None

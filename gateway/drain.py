@@ -63,7 +63,8 @@ class Drain:
 
     def untrack(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
-        _CUT.discard(task)
+        if self._cutting:  # only cut() puts this drain's tasks in _CUT (a WeakSet: Python work per call)
+            _CUT.discard(task)
 
     @property
     def in_flight(self) -> int:

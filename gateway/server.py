@@ -56,10 +56,11 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **over
 
     uvicorn's proxy-header middleware is off: it would trust X-Forwarded-* from 127.0.0.1 whatever
     `server.trusted_proxies` says (the one place the gateway reads them), and it is a layer of work
-    on every request for nothing else."""
+    on every request for nothing else. The app is declared ASGI3: the gateway's entry is a plain function
+    handing back the endpoint's awaitable (gateway/app.py), which uvicorn would otherwise take for ASGI2."""
     options: dict[str, Any] = {
         "host": host, "port": port, "loop": "uvloop", "http": BoundedHttpProtocol, "access_log": False,
-        "log_level": "info", "lifespan": "on", "server_header": False, "proxy_headers": False,
+        "log_level": "info", "lifespan": "on", "interface": "asgi3", "server_header": False, "proxy_headers": False,
         "timeout_graceful_shutdown": _graceful_timeout(settings), **overrides}
     config = uvicorn.Config(app, **options)
     config.gateway_limits = settings.server  # type: ignore[attr-defined]  # read by BoundedHttpProtocol

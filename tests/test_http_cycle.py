@@ -53,8 +53,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] in ("/written", "/flood"):
         await _written(scope["path"], send)
         return
-    if scope["path"] == "/answer":
-        await _answer(send)
+    if scope["path"] in ANSWERS:
+        await _answer(scope["path"], send)
+        return
+    if scope["path"] == "/body":
+        await _echo_body(receive, send)
         return
     if scope["path"] == "/misuse":
         await _misuse(send)
@@ -78,19 +81,48 @@ async def _written(path: str, send: Send) -> None:
     offered.append(write is not None)
 
 
-ANSWER = (200, [(b"content-type", b"application/json"), (b"content-length", b"7"), (b"x-gateway-model", b"m")],
-          b'{"a":1}')  # "/answer": a whole answer given to answer_writer
-answered: list[tuple[bool, bool]] = []  # per "/answer": writer offered, and whether it wrote a second one
+# Whole answers given to write_answer, by path: status, headers (the writer adds the content-length), body.
+ANSWERS: dict[str, tuple[int, Headers, bytes]] = {
+    "/answer": (200, [(b"content-type", b"application/json"), (b"x-gateway-model", b"m")], b'{"a":1}'),
+    "/answer-new": (200, [(b"content-type", b"application/json"), (b"x-trace", b"t-1")], b"{}"),  # never remembered
+    "/answer-close": (200, [(b"connection", b"close")], b"bye"),
+    "/answer-list": (200, [[b"x-gateway-provider", b"p"]], b"ok"),  # type: ignore[list-item]
+    "/answer-204": (204, [(b"x-gateway-attempts", b"1")], b""),
+    "/bad-answer": (200, [(b"x-gateway-model", b"a\r\nset-cookie: x")], b"ok"),
+}
+answered: list[tuple[bool, bool]] = []  # per answer: written by write_answer, and whether it wrote a second one
 
 
-async def _answer(send: Send) -> None:
-    """A whole answer written by http_cycle.answer_writer where the server offers it, else by two sends."""
-    status, headers, body = ANSWER
-    write = http_cycle.answer_writer(send)
-    if write is None or not write(status, headers, body):
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+async def _answer(path: str, send: Send) -> None:
+    """A whole answer written by http_cycle.write_answer under the gateway's server, else by two sends."""
+    status, headers, body = ANSWERS[path]
+    written = http_cycle.write_answer(send, status, headers, body)
+    if not written:
+        head = [*headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
-    answered.append((write is not None, write is not None and write(status, headers, body)))
+    answered.append((written, http_cycle.write_answer(send, status, headers, body)))
+
+
+bodies: list[tuple[bool, bool]] = []  # per "/body": whole_body gave the body, and a second call gave None
+body_awaited = asyncio.Event()  # "/body": whole_body said no, the app waits on receive()
+
+
+async def _echo_body(receive: Receive, send: Send) -> None:
+    """The request's body read by http_cycle.whole_body where the server holds it whole, else by receive()."""
+    body = http_cycle.whole_body(receive)
+    taken = body is not None
+    if body is None:
+        body_awaited.set()
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+    bodies.append((taken, http_cycle.whole_body(receive) is None))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 misused: list[bool] = []  # "/misuse": what the writer said when it must not write
@@ -148,9 +180,14 @@ def request(path: str, method: str = "GET", version: str = "1.1") -> bytes:
     return f"{method} {path} HTTP/{version}\r\nhost: x\r\n\r\n".encode()
 
 
-CASES = [request(path) for path in [*answers(), "/written", "/answer"] if path != "/too-long"] + [
+CASES = [request(path) for path in [*answers(), "/written", *ANSWERS] if path != "/too-long"] + [
     request("/written", "HEAD"), request("/written", version="1.0"),
-    request("/answer", "HEAD"), request("/answer", version="1.0"),
+    request("/answer", "HEAD"), request("/answer", version="1.0"), request("/answer") + request("/answer"),
+    request("/answer-new") + request("/answer-new"),
+    b"POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello" + request("/answer"),
+    b"POST /body HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\nhi",
+    b"POST /body HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"POST /body HTTP/1.1\r\nhost: x\r\n\r\n",
     request("/json", "HEAD"), request("/json", version="1.0"), request("/stream", version="1.0"),
     request("/json") + request("/upper") + request("/stream"),  # pipelined on one connection
 ]
@@ -176,13 +213,40 @@ async def test_pieces_written_without_send_are_the_bytes_send_would_write(server
 
 
 async def test_an_answer_written_without_send_is_the_bytes_send_would_write(servers: tuple[int, int]) -> None:
+    """The first answer's pairs are checked and remembered; the second, all remembered, is written in one join."""
     plain_port, lean_port = servers
     answered.clear()
-    plain = await exchange(plain_port, request("/answer") + request("/json"))
-    lean = await exchange(lean_port, request("/answer") + request("/json"))
-    assert answered == [(False, False), (True, False)], "offered by the gateway's server only, and only once"
+    plain = await exchange(plain_port, request("/answer") + request("/answer") + request("/json"))
+    lean = await exchange(lean_port, request("/answer") + request("/answer") + request("/json"))
+    assert answered == [(False, False)] * 2 + [(True, False)] * 2, "written by the gateway's server only, once"
     assert lean == plain
-    assert lean.count(b'{"a":1}') == 2
+    assert lean.count(b'{"a":1}') == 3
+    assert lean.count(b"x-gateway-model: m\r\ncontent-length: 7\r\n\r\n") == 2
+    assert all(pair in http_cycle._known for pair in ANSWERS["/answer"][1])  # so the second took the one join
+
+
+async def test_a_bad_header_given_to_write_answer_never_reaches_the_wire(servers: tuple[int, int]) -> None:
+    _, lean_port = servers
+    assert await exchange(lean_port, request("/bad-answer")) == b""  # uvicorn's check refuses it: closed
+
+
+async def test_a_body_that_came_whole_is_taken_without_receive(servers: tuple[int, int]) -> None:
+    """whole_body gives the body the cycle holds, once; a body still arriving is left to receive()."""
+    plain_port, lean_port = servers
+    bodies.clear()
+    whole = b"POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
+    assert (await exchange(plain_port, whole)).endswith(b"\r\n\r\nhello")
+    assert (await exchange(lean_port, whole)).endswith(b"\r\n\r\nhello")
+    assert bodies == [(False, True), (True, True)]
+    body_awaited.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", lean_port)
+    writer.write(b"POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhe")
+    await asyncio.wait_for(body_awaited.wait(), 10)  # the app found the body incomplete
+    writer.write(b"llo")
+    answer = await asyncio.wait_for(reader.readuntil(b"hello"), 10)
+    writer.close()
+    assert answer.endswith(b"content-length: 5\r\n\r\nhello")
+    assert bodies[-1] == (False, True)
 
 
 async def test_a_client_slower_than_the_writer_gets_every_piece_through_send(servers: tuple[int, int]) -> None:
@@ -256,3 +320,14 @@ async def test_the_gateways_answers_carry_the_same_head_under_either_server(
     lean_head = head(await exchange(int(lean.base_url.rsplit(":", 1)[1]), raw))
     assert lean_head == head(await exchange(int(plain.base_url.rsplit(":", 1)[1]), raw))
     assert any(line.startswith(b"x-request-id: ") for line in lean_head)
+
+
+@pytest.mark.parametrize("size", [100, 5000], ids=["within", "over"])
+async def test_a_chunked_body_that_came_whole_is_held_to_the_limit(start_gateway: Any, size: int) -> None:
+    """No declared length to refuse early: the body taken whole from the cycle is measured (413 over the limit)."""
+    gw = await start_gateway({"server": {"max_body_bytes": 2048}})
+    body = b'{"model":"echo/echo","messages":[{"role":"user","content":"%s"}]}' % (b"x" * size)
+    raw = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+           b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    answer = await exchange(int(gw.base_url.rsplit(":", 1)[1]), raw)
+    assert answer.startswith(b"HTTP/1.1 413 " if size > 2048 else b"HTTP/1.1 200 ")

@@ -33,7 +33,7 @@ from gateway.drain import Drain, ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
-from gateway.http_cycle import answer_writer, piece_writer
+from gateway.http_cycle import piece_writer, whole_body, write_answer
 from gateway.relay.stream import RelayResult
 from gateway.routing import Plan
 from gateway.runtime import Runtime
@@ -144,11 +144,16 @@ class Pipeline:
         try:
             limit = runtime.settings.server.max_body_bytes
             caller = self._authenticate(scope["method"], runtime, headers, context, limit)
-            # The body usually comes whole in the first message: taken here, not in a coroutine of its own.
-            first = await receive()
-            raw = _whole_body(first, limit)
+            # The body usually comes whole: under the gateway's server taken from the cycle by a plain call
+            # (http_cycle.whole_body: no receive(), no await), else in the first message; not in a coroutine.
+            raw = whole_body(receive)
             if raw is None:
-                raw = await _read_rest(receive, first, limit)
+                first = await receive()
+                raw = _whole_body(first, limit)
+                if raw is None:
+                    raw = await _read_rest(receive, first, limit)
+            elif len(raw) > limit:
+                raise _too_large(limit)
             body = self._parse(raw, caller, context)
             watched = Watched(scope, receive, task)
             try:  # no coroutine layer for the watch: each would be paid again on every resume
@@ -231,9 +236,10 @@ class Pipeline:
             answer, context.usage = protocol.answer(served, body)
             watched.finishing = True
             context.responding = True
-            head = [JSON, (b"content-length", str(len(answer)).encode()), *out_headers]
-            write_answer = answer_writer(send)  # under the gateway's server: no messages, no awaits
-            if write_answer is None or not write_answer(200, head, answer):
+            head = [JSON, *out_headers]
+            # Under the gateway's server, written by a plain call (no messages, no awaits) that adds the length.
+            if not write_answer(send, 200, head, answer):
+                head.append((b"content-length", str(len(answer)).encode()))
                 await send({"type": "http.response.start", "status": 200, "headers": head})
                 await send({"type": "http.response.body", "body": answer})
             context.done_at = time.monotonic()

@@ -1,21 +1,19 @@
 """What every HTTP response carries, whatever answered it: the request id, and CORS for browsers.
 
-Raw ASGI around the whole app (the chat pipeline, Starlette's routes, 404s and errors alike), so no
-endpoint can forget either. The request id is the client's `x-request-id` when it is a sane token
-(at most 128 bytes, no control characters), echoed as the very bytes it came in; otherwise a new
-one. Endpoints read it from the scope (`request_id(scope)`) for their log lines and error bodies,
-and never set the header themselves, so the middleware only appends it (no pass over the answer's
-headers; under the gateway's own server it does not even wrap send: it leaves the header line in
-the scope for the server to write, gateway/http_cycle.py). The request's headers are made a dict
-once here (`request_headers(scope)`), for the middleware and the endpoints alike.
+Applied at the app's entry (gateway/app.py) to every HTTP request (the chat pipeline, Starlette's
+routes, 404s and errors alike), so no endpoint can forget either. The request id is the client's
+`x-request-id` when it is a sane token (at most 128 bytes, no control characters), echoed as the
+very bytes it came in; otherwise a new one. Endpoints read it from the scope (`request_id(scope)`)
+for their log lines and error bodies, and never set the header themselves, so it is only appended
+(no pass over the answer's headers; under the gateway's own server send is not even wrapped: the
+header line is left in the scope for the server to write, gateway/http_cycle.py). The request's
+headers are made a dict once here (`request_headers(scope)`), for the entry and the endpoints alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope, Send
 
 from gateway.request_id import HEADER, LINE_KEY, new_request_id, sane_request_id
 
@@ -41,36 +39,31 @@ def request_id(scope: Scope) -> str:
     return given if isinstance(given, str) else new_request_id()
 
 
-class RequestId:
-    __slots__ = ("_app",)
+def with_request_id(scope: Scope, send: Send) -> Send:
+    """Name an HTTP request (its id in the scope) and return the send that carries `x-request-id`: `send`
+    itself under the gateway's own server, which writes the line this leaves in the scope, else a wrapper
+    that appends the pair to the answer's headers. A plain call, not a layer: the app's entry
+    (gateway/app.py) calls it and goes on to the endpoint, so no coroutine of its own is paid on every
+    resume of the request."""
+    given = request_headers(scope).get(HEADER)
+    raw = sane_request_id(given) if given is not None else None
+    if raw is None:
+        text = new_request_id()
+        raw = text.encode()
+    else:
+        text = raw.decode("latin-1")
+    scope[_SCOPE_KEY] = text
+    if LINE_KEY in scope:  # the gateway's own server writes the header line itself: no wrapper
+        scope[LINE_KEY] = b"x-request-id: %s\r\n" % raw
+        return send
+    header = (HEADER, raw)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # Not a coroutine itself: it hands back the app's (or the wrapper's) awaitable, so the
-        # request runs one coroutine layer fewer, a layer paid again on every resume.
-        if scope["type"] != "http":
-            return self._app(scope, receive, send)
-        raw = sane_request_id(request_headers(scope).get(HEADER))
-        if raw is None:
-            text = new_request_id()
-            raw = text.encode()
-        else:
-            text = raw.decode("latin-1")
-        scope[_SCOPE_KEY] = text
-        if LINE_KEY in scope:  # the gateway's own server writes the header line itself: no wrapper
-            scope[LINE_KEY] = b"%s: %s\r\n" % (HEADER, raw)
-            return self._app(scope, receive, send)
-        return self._with_id(scope, receive, send, (HEADER, raw))
-
-    async def _with_id(self, scope: Scope, receive: Receive, send: Send, header: tuple[bytes, bytes]) -> None:
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), header]}
-            await send(message)
-
-        await self._app(scope, receive, send_with_id)
+    return send_with_id
 
 
 def with_cors(app: ASGIApp, origins: tuple[str, ...]) -> ASGIApp:

@@ -41,7 +41,9 @@ def check_common(body: dict[str, Any], raw: bytes) -> None:
 def check_chat_body(body: dict[str, Any]) -> None:
     """A chat request's messages and tools, as far as the gateway reads them."""
     for index, message in enumerate(body["messages"]):
-        _check_message(message, index)
+        # The usual message (an object with text content) is judged here: no call per message.
+        if not (isinstance(message, dict) and isinstance(message.get("content"), str)):
+            _check_message(message, index)
     tools = body.get("tools")
     if tools is not None:
         _check_tools(tools)
