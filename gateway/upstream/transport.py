@@ -12,11 +12,27 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.helpers import BaseTimerContext, TimeoutHandle, TimerNoop
 from multidict import CIMultiDict  # aiohttp's header type: built once per endpoint, not per request
 from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
 
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
+
+# aiohttp's defaults, given explicitly: the connector and each response's parser are set up here.
+_READ_BUFSIZE = 2**16
+_CEIL_THRESHOLD = 5
+_NO_TIMER = TimerNoop()  # without a total timeout (streams): aiohttp's stateless no-op timer
+
+# What of aiohttp this module uses beyond its documented client API, and why (an aiohttp release that
+# changes one fails tests/upstream/test_transport_internals.py's digests or tests/upstream's behaviour):
+# - ClientRequest's constructor, send(connection) and update_auto_headers (overridden): the request,
+#   built and written without ClientSession._request's layers (Transport._exchange says which).
+# - BaseConnector.connect(request, traces, timeout), ResponseHandler.set_response_params(...),
+#   ClientResponse.start(connection): _connect_and_send_request's three steps.
+# - helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.
+# - StreamReader's buffer, waiter and counts, ResponseHandler.read_timeout/_reading_paused:
+#   HttpResponse.read_chunk's lean read and the idle watch (tests/upstream/test_transport_reads.py).
 
 
 class HttpResponse:
@@ -176,7 +192,8 @@ class Transport:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=self._limit, limit_per_host=self._limit_per_host, ttl_dns_cache=300, keepalive_timeout=60
+            limit=self._limit, limit_per_host=self._limit_per_host, ttl_dns_cache=300, keepalive_timeout=60,
+            timeout_ceil_threshold=_CEIL_THRESHOLD,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -208,19 +225,11 @@ class Transport:
         url = self._url(endpoint.base_url, path)
         sent = {**endpoint.headers, **headers} if headers else self._endpoint_headers(endpoint.headers)
         try:
-            # The request coroutine itself (what session.post() wraps): the wrapper, a subscripted
-            # generic, raises and clears an AttributeError as it is made, and adds a layer to await.
             if first_byte is None:
-                response = await self._session._request(
-                    "POST", url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
-                    allow_redirects=False,
-                )
+                response = await self._exchange(url, sent, orjson.dumps(payload), timeout)
             else:
                 async with asyncio.timeout(first_byte):
-                    response = await self._session._request(
-                        "POST", url, data=orjson.dumps(payload), headers=sent, timeout=timeout,
-                        allow_redirects=False,
-                    )
+                    response = await self._exchange(url, sent, orjson.dumps(payload), timeout)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamConnectError(f"connecting to {endpoint.provider_id} timed out after {connect:g}s") \
                 from None
@@ -234,6 +243,73 @@ class Transport:
             raise UpstreamConnectError(f"{endpoint.provider_id} dropped the connection before answering: "
                                        f"{_reason(exc)}") from None
         return HttpResponse(response, total=total)
+
+    async def _exchange(self, url: URL, headers: Mapping[str, str], body: bytes,
+                        limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """One POST on a pooled connection, up to the response's headers: what ClientSession._request
+        does for this one kind of request, with the same total timer, without the rest (redirects,
+        cookies, auth, proxies, tracing, retries (never for a POST), merging the session's default
+        headers, building the URL): ~40k instructions a request. (The aiohttp parts it uses
+        are listed at the top of this module.)"""
+        deadline: TimeoutHandle | None = None
+        handle: asyncio.TimerHandle | None = None
+        timer: BaseTimerContext = _NO_TIMER
+        if limits.total is not None:  # bounds everything up to the end of the body, as in aiohttp
+            deadline = TimeoutHandle(asyncio.get_running_loop(), limits.total,
+                                     ceil_threshold=limits.ceil_threshold)
+            handle = deadline.start()
+            timer = deadline.timer()
+        try:
+            with timer:
+                response = await self._post(url, headers, body, limits, timer)
+        except BaseException:
+            if deadline is not None:
+                deadline.close()
+            if handle is not None:
+                handle.cancel()
+            raise
+        if handle is not None:  # the total timer ends with the connection (the body read to its end)
+            if response.connection is not None:
+                response.connection.add_callback(handle.cancel)
+            else:
+                handle.cancel()
+        return response
+
+    async def _post(self, url: URL, headers: Mapping[str, str], body: bytes, limits: aiohttp.ClientTimeout,
+                    timer: BaseTimerContext) -> aiohttp.ClientResponse:
+        """aiohttp's _connect_and_send_request, and its errors as aiohttp's request raises them."""
+        session = self._session
+        assert session is not None and session.connector is not None, "Transport.start() was not awaited"
+        request = _UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
+                                   timer=timer, session=session, response_class=aiohttp.ClientResponse)
+        try:
+            try:
+                connection = await session.connector.connect(request, traces=[], timeout=limits)
+            except TimeoutError as exc:
+                raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
+            protocol = connection.protocol
+            assert protocol is not None
+            protocol.set_response_params(
+                timer=timer, read_until_eof=True, auto_decompress=False, read_timeout=limits.sock_read,
+                read_bufsize=_READ_BUFSIZE, timeout_ceil_threshold=_CEIL_THRESHOLD,
+            )
+            try:
+                response = await request.send(connection)
+                try:
+                    await response.start(connection)
+                except BaseException:
+                    response.close()
+                    raise
+            except BaseException:
+                connection.close()
+                raise
+        except aiohttp.ClientError:
+            raise
+        except OSError as exc:  # a bare OSError becomes aiohttp's ClientOSError, as its request does
+            if exc.errno is None and isinstance(exc, TimeoutError):
+                raise
+            raise aiohttp.ClientOSError(*exc.args) from exc
+        return response
 
     def _endpoint_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
         """The endpoint's headers as aiohttp's CIMultiDict (it converts a dict on every request, which
