@@ -12,7 +12,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 from aiohttp.helpers import BaseTimerContext, TimeoutHandle, TimerNoop
+from aiohttp.payload import BytesPayload
 from multidict import CIMultiDict  # aiohttp's header type: built once per endpoint, not per request
 from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
 
@@ -23,11 +25,14 @@ from gateway.upstream.endpoint import Endpoint
 _READ_BUFSIZE = 2**16
 _CEIL_THRESHOLD = 5
 _NO_TIMER = TimerNoop()  # without a total timeout (streams): aiohttp's stateless no-op timer
+# Request headers aiohttp's request acts on (a length, an encoding, cookies, 100-continue, basic auth).
+_ACTED_ON = (hdrs.CONTENT_LENGTH, hdrs.TRANSFER_ENCODING, hdrs.CONTENT_ENCODING, hdrs.EXPECT, hdrs.COOKIE)
 
 # What of aiohttp this module uses beyond its documented client API, and why (an aiohttp release that
 # changes one fails tests/upstream/test_transport_internals.py's digests or tests/upstream's behaviour):
 # - ClientRequest's constructor, send(connection) and update_auto_headers (overridden): the request,
-#   built and written without ClientSession._request's layers (Transport._exchange says which).
+#   built and written without ClientSession._request's layers (Transport._exchange says which);
+#   for the usual request its attributes set directly (_UpstreamRequest.lean: __init__'s result).
 # - BaseConnector.connect(request, traces, timeout), ResponseHandler.set_response_params(...),
 #   ClientResponse.start(connection): _connect_and_send_request's three steps.
 # - helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.
@@ -73,7 +78,9 @@ class HttpResponse:
             if size > limit:
                 raise UpstreamProtocolError(f"the upstream's answer is over the {limit}-byte limit")
             parts.append(chunk)
-        return b"".join(parts)
+            if content.at_eof():  # the body has ended: no last read only to be told so (~50 opcodes)
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read_chunk(self) -> bytes:
         """Whatever bytes arrived next; b"" once the body has ended.
@@ -177,6 +184,53 @@ class _UpstreamRequest(aiohttp.ClientRequest):
         if "Accept" not in self.headers:  # the one automatic header kept
             self.headers["Accept"] = "*/*"
 
+    @classmethod
+    def lean(cls, url: URL, head: CIMultiDict[str], body: bytes, timer: BaseTimerContext,
+             session: aiohttp.ClientSession) -> _UpstreamRequest:
+        """The request ClientRequest.__init__ builds for a POST of `body` to `url` with the headers
+        `head` came from (_lean_head), set directly: its dozen update_* steps re-check and re-merge
+        the same headers on every request (~40k instructions). tests/upstream/test_transport_send.py
+        compares the two requests' every attribute and digests the code this copies."""
+        request = cls.__new__(cls)
+        request._session = session
+        request.original_url = request.url = url
+        request.method = "POST"
+        request.chunked = request.compress = request.length = None
+        request.loop = asyncio.get_running_loop()
+        request.response_class = aiohttp.ClientResponse
+        request._timer = timer
+        request._ssl = True
+        request.server_hostname = None
+        request.version = aiohttp.HttpVersion11
+        headers = request.headers = head.copy()
+        headers["Content-Length"] = str(len(body))
+        if "Content-Type" not in headers:
+            headers["Content-Type"] = "application/octet-stream"  # what aiohttp's bytes body adds
+        request._body = BytesPayload(body)
+        request.proxy = request.proxy_auth = request.proxy_headers = None
+        request._traces = []
+        return request
+
+
+def _lean_head(url: URL, headers: Mapping[str, str]) -> CIMultiDict[str] | None:
+    """The headers ClientRequest.update_headers and update_auto_headers make of `headers` for `url`,
+    in their order; None where aiohttp's request does more than _UpstreamRequest.lean copies (a
+    URL with credentials or a fragment, a header it acts on): such a request is built by aiohttp."""
+    if url.raw_user or url.raw_password or url.raw_fragment or not url.raw_host:
+        return None
+    head: CIMultiDict[str] = CIMultiDict()
+    head[hdrs.HOST] = url.host_port_subcomponent or ""
+    for name, value in headers.items():
+        if name in hdrs.HOST_ALL:
+            head[name] = value
+        else:
+            head.add(name, value)
+    if any(name in head for name in _ACTED_ON):
+        return None
+    if "Accept" not in head:
+        head["Accept"] = "*/*"
+    return head
+
 
 class Transport:
     """One aiohttp session for the whole process, opened in the app's lifespan."""
@@ -187,8 +241,8 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float, float, float | None], aiohttp.ClientTimeout] = {}
         self._urls: dict[tuple[str, str], URL] = {}
-        # By the endpoint's headers object (kept, so its id is never reused while cached).
-        self._headers: dict[int, tuple[Mapping[str, str], CIMultiDict[str]]] = {}
+        # By the endpoint's headers object (kept, so its id is never reused while cached) and URL.
+        self._heads: dict[tuple[int, str, str], tuple[Mapping[str, str], CIMultiDict[str] | None]] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -201,7 +255,6 @@ class Transport:
             cookie_jar=aiohttp.DummyCookieJar(),
             # Answers are relayed byte for byte, so ask for them uncompressed and never decode them.
             auto_decompress=False,
-            request_class=_UpstreamRequest,
         )
 
     async def close(self) -> None:
@@ -223,13 +276,20 @@ class Transport:
         assert self._session is not None, "Transport.start() was not awaited"
         timeout = self._timeout(connect, read, total)
         url = self._url(endpoint.base_url, path)
-        sent = {**endpoint.headers, **headers} if headers else self._endpoint_headers(endpoint.headers)
+        sent: Mapping[str, str]
+        if headers:
+            sent = {**endpoint.headers, **headers}
+            head = _lean_head(url, sent)
+        else:
+            sent = endpoint.headers
+            head = self._head(sent, endpoint.base_url, path, url)
+        body = orjson.dumps(payload)
         try:
             if first_byte is None:
-                response = await self._exchange(url, sent, orjson.dumps(payload), timeout)
+                response = await self._exchange(url, sent, head, body, timeout)
             else:
                 async with asyncio.timeout(first_byte):
-                    response = await self._exchange(url, sent, orjson.dumps(payload), timeout)
+                    response = await self._exchange(url, sent, head, body, timeout)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamConnectError(f"connecting to {endpoint.provider_id} timed out after {connect:g}s") \
                 from None
@@ -244,7 +304,7 @@ class Transport:
                                        f"{_reason(exc)}") from None
         return HttpResponse(response, total=total)
 
-    async def _exchange(self, url: URL, headers: Mapping[str, str], body: bytes,
+    async def _exchange(self, url: URL, headers: Mapping[str, str], head: CIMultiDict[str] | None, body: bytes,
                         limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         """One POST on a pooled connection, up to the response's headers: what ClientSession._request
         does for this one kind of request, with the same total timer, without the rest (redirects,
@@ -261,7 +321,7 @@ class Transport:
             timer = deadline.timer()
         try:
             with timer:
-                response = await self._post(url, headers, body, limits, timer)
+                response = await self._post(url, headers, head, body, limits, timer)
         except BaseException:
             if deadline is not None:
                 deadline.close()
@@ -275,13 +335,16 @@ class Transport:
                 handle.cancel()
         return response
 
-    async def _post(self, url: URL, headers: Mapping[str, str], body: bytes, limits: aiohttp.ClientTimeout,
-                    timer: BaseTimerContext) -> aiohttp.ClientResponse:
+    async def _post(self, url: URL, headers: Mapping[str, str], head: CIMultiDict[str] | None, body: bytes,
+                    limits: aiohttp.ClientTimeout, timer: BaseTimerContext) -> aiohttp.ClientResponse:
         """aiohttp's _connect_and_send_request, and its errors as aiohttp's request raises them."""
         session = self._session
         assert session is not None and session.connector is not None, "Transport.start() was not awaited"
-        request = _UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
-                                   timer=timer, session=session, response_class=aiohttp.ClientResponse)
+        if head is not None:
+            request = _UpstreamRequest.lean(url, head, body, timer, session)
+        else:  # the unusual request (_lean_head says which): built by aiohttp itself
+            request = _UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
+                                       timer=timer, session=session, response_class=aiohttp.ClientResponse)
         try:
             try:
                 connection = await session.connector.connect(request, traces=[], timeout=limits)
@@ -311,14 +374,14 @@ class Transport:
             raise aiohttp.ClientOSError(*exc.args) from exc
         return response
 
-    def _endpoint_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
-        """The endpoint's headers as aiohttp's CIMultiDict (it converts a dict on every request, which
-        cost more than the rest of the headers' handling). aiohttp copies them; it never changes them."""
-        entry = self._headers.get(id(headers))
+    def _head(self, headers: Mapping[str, str], base: str, path: str, url: URL) -> CIMultiDict[str] | None:
+        """_lean_head of an endpoint's own headers, made once per endpoint and path."""
+        key = (id(headers), base, path)
+        entry = self._heads.get(key)
         if entry is None or entry[0] is not headers:
-            if len(self._headers) >= 1024:  # endpoints are rebuilt by reloads: drop the old ones
-                self._headers.clear()
-            entry = self._headers[id(headers)] = (headers, CIMultiDict(headers))
+            if len(self._heads) >= 1024:  # endpoints are rebuilt by reloads: drop the old ones
+                self._heads.clear()
+            entry = self._heads[key] = (headers, _lean_head(url, headers))
         return entry[1]
 
     def _url(self, base: str, path: str) -> URL:

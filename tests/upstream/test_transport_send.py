@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
-from aiohttp import client_proto, helpers
+from aiohttp import client_proto, helpers, payload
+from yarl import URL
 
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
-from gateway.upstream.transport import Transport
+from gateway.upstream.transport import Transport, _lean_head, _UpstreamRequest
 
 # What Transport._exchange/_post mirror (ClientSession._request: its timer, its inner
 # _connect_and_send_request and its error handling) or call, as aiohttp 3.14 has it. A change fails
@@ -32,6 +33,18 @@ MIRRORED = {
     "ResponseHandler.set_response_params": "2eb047e322481533",
     "ClientResponse.start": "bcbf178da3660180",
     "ClientRequest.send": "82b495aa06760c64",
+    # What _UpstreamRequest.lean and _lean_head copy: the request's build.
+    "ClientRequest.__init__": "8636fdb3a4b93b5f",
+    "ClientRequest.update_host": "0ecb92db47ed7184",
+    "ClientRequest.update_headers": "4443c95d4332a9a8",
+    "ClientRequest.update_cookies": "845538402789dd8c",
+    "ClientRequest.update_content_encoding": "8838c75e15e3df06",
+    "ClientRequest.update_auth": "8f961a424637457a",
+    "ClientRequest.update_proxy": "8223718c00258332",
+    "ClientRequest.update_body_from_data": "05b09c13b46521ad",
+    "ClientRequest.update_transfer_encoding": "bdf48822001f774d",
+    "ClientRequest.update_expect_continue": "82689b67b41d69a1",
+    "BytesPayload.__init__": "ec976aa8666637a1",
 }
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -42,7 +55,7 @@ def _source(name: str) -> str:
     cls = {"ClientSession": aiohttp.ClientSession, "TimeoutHandle": helpers.TimeoutHandle,
            "TimerNoop": helpers.TimerNoop, "BaseConnector": aiohttp.BaseConnector,
            "ResponseHandler": client_proto.ResponseHandler, "ClientResponse": aiohttp.ClientResponse,
-           "ClientRequest": aiohttp.ClientRequest}[owner]
+           "ClientRequest": aiohttp.ClientRequest, "BytesPayload": payload.BytesPayload}[owner]
     return inspect.getsource(getattr(cls, method) if method else cls)
 
 
@@ -50,6 +63,55 @@ def test_aiohttps_request_path_is_the_one_the_transport_mirrors() -> None:
     changed = [name for name, digest in MIRRORED.items()
                if hashlib.sha256(_source(name).encode()).hexdigest()[:16] != digest]
     assert not changed, f"aiohttp changed {changed}: re-check transport._exchange/_post against it"
+
+
+HEADERS = [
+    {},
+    {"Authorization": "Bearer k", "Content-Type": "application/json", "Accept": "application/json"},
+    {"x-api-key": "k", "anthropic-version": "2023-06-01", "host": "elsewhere.example", "X-Two": "a"},
+    {"HOST": "h", "accept": "text/event-stream", "content-type": "application/json; charset=utf-8"},
+]
+URLS = ["http://127.0.0.1:8080/v1/chat/completions", "https://api.example.com/v1/messages?beta=true",
+        "https://[::1]:443/x", "http://example.com/"]
+
+
+@pytest.mark.parametrize("headers", HEADERS)
+@pytest.mark.parametrize("where", URLS)
+async def test_a_lean_request_is_the_one_aiohttp_builds(headers: dict[str, str], where: str) -> None:
+    """Every attribute of the request, the headers in their order, the body's bytes and headers."""
+    session = aiohttp.ClientSession()
+    try:
+        url, body, timer = URL(where), b'{"model": "m"}' * 3, helpers.TimerNoop()
+        built = _UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
+                                 timer=timer, session=session, response_class=aiohttp.ClientResponse)
+        head = _lean_head(url, headers)
+        assert head is not None
+        lean = _UpstreamRequest.lean(url, head, body, timer, session)
+        assert list(lean.headers.items()) == list(built.headers.items())
+        assert type(lean.headers) is type(built.headers)
+        mine, theirs = dict(vars(lean)), dict(vars(built))
+        lean_body, built_body = mine.pop("_body"), theirs.pop("_body")
+        assert (type(lean_body), lean_body._value, list(lean_body.headers.items()), lean_body.size) == \
+            (type(built_body), built_body._value, list(built_body.headers.items()), built_body.size)
+        del mine["headers"], theirs["headers"]
+        assert mine == theirs
+        assert lean.connection_key == built.connection_key
+        assert lean.request_info == built.request_info
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize(("where", "headers"), [
+    ("http://user:secret@example.com/v1", {}),
+    ("http://example.com/v1#part", {}),
+    ("http://example.com/v1", {"Content-Length": "3"}),
+    ("http://example.com/v1", {"Transfer-Encoding": "chunked"}),
+    ("http://example.com/v1", {"Content-Encoding": "gzip"}),
+    ("http://example.com/v1", {"Expect": "100-continue"}),
+    ("http://example.com/v1", {"cookie": "a=b"}),
+])
+def test_a_request_aiohttp_builds_differently_is_left_to_aiohttp(where: str, headers: dict[str, str]) -> None:
+    assert _lean_head(URL(where), headers) is None
 
 
 @pytest.fixture
