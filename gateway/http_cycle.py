@@ -192,6 +192,21 @@ class LeanCycle(RequestResponseCycle):
             self.transport.close()
         self.on_response()
 
+    def _plain_start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes] | None:
+        """The answer started, and its pairs' lines, when a plain call may write the head itself: every pair
+        already checked and remembered (none has a meaning to the framing), keep-alive, no access log, not
+        HEAD, 204 or 304. None otherwise (nothing changed): _start does it all (checks, framing, the log)."""
+        try:  # each pair's remembered line, looked up in C; None where not remembered
+            lines: list[bytes | None] = list(map(_known.get, headers))
+        except TypeError:  # a pair given as a list: not hashable
+            return None
+        if (None in lines or self.access_log or not self.keep_alive or status in (204, 304)
+                or self.scope["method"] == "HEAD"):
+            return None
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        return lines  # type: ignore[return-value]  # no None in it: checked above
+
     def write_answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
         """Send a whole answer, `{"type": "http.response.start", "status": status, "headers": [*headers,
         (b"content-length", b"%d" % len(body))]}` then `{"type": "http.response.body", "body": body}`,
@@ -200,25 +215,46 @@ class LeanCycle(RequestResponseCycle):
         connection is gone, or an answer was already started."""
         if self.flow.write_paused or self.disconnected or self.response_started:
             return False
-        try:  # each pair's remembered line, looked up in C; None where not remembered
-            lines: list[bytes | None] = list(map(_known.get, headers))
-        except TypeError:  # a pair given as a list: not hashable
-            lines = [None]
-        if (None in lines or self.access_log or not self.keep_alive or status in (204, 304)
-                or self.scope["method"] == "HEAD"):
+        lines = self._plain_start(status, headers)
+        if lines is None:
             self._start(status, [*headers, (b"content-length", b"%d" % len(body))])
             self._body(body, False)
             return True
-        # The usual answer, every pair already checked: what _start and _body would write, in one join
-        # (their general bookkeeping was ~230 opcodes of a whole answer's ~300 on the way out).
-        self.response_started = True
-        self.waiting_for_100_continue = False
+        # What _start and _body would write, in one join (their general bookkeeping was ~230 opcodes of
+        # a whole answer's ~300 on the way out).
         self.chunked_encoding = False
         request_id: bytes | None = self.scope.get(LINE_KEY)  # type: ignore[assignment]  # the middleware's line
-        self.transport.write(b"".join((STATUS_LINE[status], _default_lines(self.default_headers),
-                                       *lines,  # type: ignore[arg-type]  # no None left: checked above
+        self.transport.write(b"".join((STATUS_LINE[status], _default_lines(self.default_headers), *lines,
                                        b"content-length: %d\r\n" % len(body), request_id or b"", b"\r\n", body)))
         self._completed()
+        return True
+
+    def write_stream_start(self, status: int, headers: list[tuple[bytes, bytes]], first: bytes) -> bool:
+        """Send `{"type": "http.response.start", "status": status, "headers": headers}` (no length: a
+        chunked answer) then `{"type": "http.response.body", "body": first, "more_body": True}`, without
+        the messages and their awaits; False when send() must take them (as for write_answer)."""
+        if self.flow.write_paused or self.disconnected or self.response_started:
+            return False
+        lines = self._plain_start(status, headers)
+        if lines is None:
+            self._start(status, headers)
+            self._body(first, True)
+            return True
+        # What _start and _body would write (the head, then the first piece), in one write.
+        self.chunked_encoding = True
+        self._pieces = True
+        request_id: bytes | None = self.scope.get(LINE_KEY)  # type: ignore[assignment]  # the middleware's line
+        self.transport.write(b"".join((STATUS_LINE[status], _default_lines(self.default_headers), *lines,
+                                       request_id or b"", b"transfer-encoding: chunked\r\n\r\n",
+                                       _chunk(first, b"\r\n") if first else b"")))
+        return True
+
+    def write_stream_end(self) -> bool:
+        """Send `{"type": "http.response.body", "body": b""}`, the end of a chunked answer, without the
+        message and the await; False when send() must take it (as for write_piece)."""
+        if not self._pieces or self.flow.write_paused or self.disconnected:
+            return False
+        self._body(b"", False)
         return True
 
     def write_piece(self, body: bytes) -> bool:
@@ -268,6 +304,18 @@ def write_answer(send: Any, status: int, headers: list[tuple[bytes, bytes]], bod
     send; False when send() must take the answer instead (another server, or the cycle refused)."""
     cycle = getattr(send, "__self__", None)
     return type(cycle) is LeanCycle and cycle.write_answer(status, headers, body)
+
+
+def write_stream_start(send: Any, status: int, headers: list[tuple[bytes, bytes]], first: bytes) -> bool:
+    """The cycle's write_stream_start when `send` is a LeanCycle's own send; False: send() must take it."""
+    cycle = getattr(send, "__self__", None)
+    return type(cycle) is LeanCycle and cycle.write_stream_start(status, headers, first)
+
+
+def write_stream_end(send: Any) -> bool:
+    """The cycle's write_stream_end when `send` is a LeanCycle's own send; False: send() must take it."""
+    cycle = getattr(send, "__self__", None)
+    return type(cycle) is LeanCycle and cycle.write_stream_end()
 
 
 def piece_writer(send: Any) -> Callable[[bytes], bool] | None:

@@ -56,8 +56,14 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] in ANSWERS:
         await _answer(scope["path"], send)
         return
+    if scope["path"] in STREAMS:
+        await _stream(scope["path"], send)
+        return
     if scope["path"] == "/body":
         await _echo_body(receive, send)
+        return
+    if scope["path"] == "/misuse-stream":
+        await _misuse_stream(send)
         return
     if scope["path"] == "/misuse":
         await _misuse(send)
@@ -104,6 +110,33 @@ async def _answer(path: str, send: Send) -> None:
     answered.append((written, http_cycle.write_answer(send, status, headers, body)))
 
 
+# Streams given to write_stream_start / piece_writer / write_stream_end, by path: headers, first piece.
+STREAMS: dict[str, tuple[Headers, bytes]] = {
+    "/sse": ([(b"content-type", b"text/event-stream"), (b"x-gateway-model", b"m")], b"data: 0\n\n"),
+    "/sse-empty-first": ([(b"content-type", b"text/event-stream")], b""),
+    "/sse-new": ([(b"content-type", b"text/event-stream"), (b"x-trace", b"t-2")], b"data: 0\n\n"),  # never remembered
+    "/sse-close": ([(b"connection", b"close")], b"data: 0\n\n"),
+}
+streamed: list[tuple[bool, bool, bool]] = []  # per stream: start written, end written, a second end refused
+
+
+async def _stream(path: str, send: Send) -> None:
+    """A stream written by http_cycle's plain calls under the gateway's server, else by sends."""
+    headers, first = STREAMS[path]
+    started = http_cycle.write_stream_start(send, 200, headers, first)
+    if not started:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+    write = http_cycle.piece_writer(send)
+    for piece in WRITTEN:
+        if write is None or not write(piece):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    ended = http_cycle.write_stream_end(send)
+    if not ended:
+        await send({"type": "http.response.body", "body": b""})
+    streamed.append((started, ended, not http_cycle.write_stream_end(send)))
+
+
 bodies: list[tuple[bool, bool]] = []  # per "/body": whole_body gave the body, and a second call gave None
 body_awaited = asyncio.Event()  # "/body": whole_body said no, the app waits on receive()
 
@@ -126,6 +159,15 @@ async def _echo_body(receive: Receive, send: Send) -> None:
 
 
 misused: list[bool] = []  # "/misuse": what the writer said when it must not write
+
+
+async def _misuse_stream(send: Send) -> None:
+    misused.append(http_cycle.write_stream_end(send))  # no head yet
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    misused.append(http_cycle.write_stream_start(send, 200, [], b"no"))  # a head was sent already
+    misused.append(http_cycle.write_stream_end(send))  # not a chunked answer
+    await send({"type": "http.response.body", "body": b"ok"})
+    misused.append(http_cycle.write_stream_end(send))  # after the end
 
 
 async def _misuse(send: Send) -> None:
@@ -184,6 +226,8 @@ CASES = [request(path) for path in [*answers(), "/written", *ANSWERS] if path !=
     request("/written", "HEAD"), request("/written", version="1.0"),
     request("/answer", "HEAD"), request("/answer", version="1.0"), request("/answer") + request("/answer"),
     request("/answer-new") + request("/answer-new"),
+    *[request(path) for path in STREAMS], request("/sse", "HEAD"), request("/sse", version="1.0"),
+    request("/sse") + request("/sse") + request("/sse-new") + request("/sse-new"),
     b"POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello" + request("/answer"),
     b"POST /body HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\nhi",
     b"POST /body HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -223,6 +267,27 @@ async def test_an_answer_written_without_send_is_the_bytes_send_would_write(serv
     assert lean.count(b'{"a":1}') == 3
     assert lean.count(b"x-gateway-model: m\r\ncontent-length: 7\r\n\r\n") == 2
     assert all(pair in http_cycle._known for pair in ANSWERS["/answer"][1])  # so the second took the one join
+
+
+async def test_a_stream_written_without_send_is_the_bytes_send_would_write(servers: tuple[int, int]) -> None:
+    """The first stream's pairs are checked and remembered; the second's head and first piece go in one write."""
+    plain_port, lean_port = servers
+    streamed.clear()
+    plain = await exchange(plain_port, request("/sse") + request("/sse"))
+    lean = await exchange(lean_port, request("/sse") + request("/sse"))
+    assert streamed == [(False, False, True)] * 2 + [(True, True, True)] * 2, "by the gateway's server only, once"
+    assert lean == plain
+    assert lean.count(b"x-gateway-model: m\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 0\n\n\r\n") == 2
+    assert lean.count(b"\r\n0\r\n\r\n") == 2
+    assert all(pair in http_cycle._known for pair in STREAMS["/sse"][0])  # so the second took the one write
+
+
+async def test_the_stream_writers_refuse_what_only_send_may_do(servers: tuple[int, int]) -> None:
+    """No end before a stream's head, after its end, or for a Content-Length answer; no start after a head."""
+    _, lean_port = servers
+    misused.clear()
+    await exchange(lean_port, request("/misuse-stream"))
+    assert misused == [False, False, False, False]
 
 
 async def test_a_bad_header_given_to_write_answer_never_reaches_the_wire(servers: tuple[int, int]) -> None:

@@ -33,7 +33,7 @@ from gateway.drain import Drain, ShuttingDown, consume_cut
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
-from gateway.http_cycle import piece_writer, whole_body, write_answer
+from gateway.http_cycle import piece_writer, whole_body, write_answer, write_stream_end, write_stream_start
 from gateway.relay.stream import RelayResult
 from gateway.routing import Plan
 from gateway.runtime import Runtime
@@ -251,19 +251,23 @@ class Pipeline:
         # aclosing: if the client goes away mid-send, the stream (and with it the upstream) closes now.
         # The first piece (replayed from memory) is taken before the headers go out, so that from the
         # first send on, closing the stream is what releases the upstream and settles its target.
-        # Under the gateway's own server each piece is written by a plain call (http_cycle.piece_writer)
-        # unless the client is slow to read: then send() waits for it.
+        # Under the gateway's own server the head and each piece are written by a plain call (http_cycle's
+        # write_stream_start, piece_writer, write_stream_end) unless the client is slow to read: then
+        # send() waits for it.
         write = piece_writer(send)
         async with contextlib.aclosing(pieces):
             first = await anext(pieces)
             context.responding = True
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + out_headers})
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            head = _SSE_HEADERS + out_headers
+            if not write_stream_start(send, 200, head, first):
+                await send({"type": "http.response.start", "status": 200, "headers": head})
+                await send({"type": "http.response.body", "body": first, "more_body": True})
             async for piece in pieces:
                 if write is None or not write(piece):
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
         watched.finishing = True
-        await send({"type": "http.response.body", "body": b""})
+        if not write_stream_end(send):
+            await send({"type": "http.response.body", "body": b""})
         context.usage = result.usage
 
 
