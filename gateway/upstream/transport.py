@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import hdrs
+from aiohttp.connector import Connection
 from aiohttp.helpers import BaseTimerContext, TimeoutHandle, TimerNoop
+from aiohttp.http_writer import StreamWriter
 from aiohttp.payload import BytesPayload
 from multidict import CIMultiDict  # aiohttp's header type: built once per endpoint, not per request
 from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
@@ -24,15 +26,17 @@ from gateway.upstream.endpoint import Endpoint
 # aiohttp's defaults, given explicitly: the connector and each response's parser are set up here.
 _READ_BUFSIZE = 2**16
 _CEIL_THRESHOLD = 5
+_INLINE_BODY = 2**16  # StreamWriter's buffer limit: a body up to it is written without waiting for a drain
 _NO_TIMER = TimerNoop()  # without a total timeout (streams): aiohttp's stateless no-op timer
-# Request headers aiohttp's request acts on (a length, an encoding, cookies, 100-continue, basic auth).
+# Request headers aiohttp's request acts on (a length, an encoding, cookies, 100-continue).
 _ACTED_ON = (hdrs.CONTENT_LENGTH, hdrs.TRANSFER_ENCODING, hdrs.CONTENT_ENCODING, hdrs.EXPECT, hdrs.COOKIE)
 
 # What of aiohttp this module uses beyond its documented client API, and why (an aiohttp release that
-# changes one fails tests/upstream/test_transport_internals.py's digests or tests/upstream's behaviour):
+# changes one fails tests/upstream/test_transport_send.py's digests or tests/upstream's behaviour):
 # - ClientRequest's constructor, send(connection) and update_auto_headers (overridden): the request,
 #   built and written without ClientSession._request's layers (Transport._exchange says which);
-#   for the usual request its attributes set directly (_UpstreamRequest.lean: __init__'s result).
+#   for the usual request its attributes set directly (_UpstreamRequest.lean: __init__'s result)
+#   and its send() short (head and small body written at once: StreamWriter, write_bytes).
 # - BaseConnector.connect(request, traces, timeout), ResponseHandler.set_response_params(...),
 #   ClientResponse.start(connection): _connect_and_send_request's three steps.
 # - helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.
@@ -180,6 +184,8 @@ class _UpstreamRequest(aiohttp.ClientRequest):
     (aiohttp's way to skip them, the session's `skip_auto_headers`, builds a multidict of the names
     to skip and copies the request's headers on every request: ~10k instructions a request.)"""
 
+    _lean = False  # set by lean(): send() may then take its short way
+
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
         if "Accept" not in self.headers:  # the one automatic header kept
             self.headers["Accept"] = "*/*"
@@ -209,7 +215,31 @@ class _UpstreamRequest(aiohttp.ClientRequest):
         request._body = BytesPayload(body)
         request.proxy = request.proxy_auth = request.proxy_headers = None
         request._traces = []
+        request._lean = True
         return request
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        """ClientRequest.send for a lean request: the head (its request line, the headers) and the body
+        written as aiohttp's send does, and a body under the writer's buffer limit written at once, as
+        aiohttp does with an eagerly started task on Python >= 3.12, instead of in a task of its own
+        (on Python 3.11 a task made, scheduled and run per request: ~34k instructions a whole answer)."""
+        protocol = conn.protocol
+        if not self._lean or protocol is None or self._body is None:
+            return await super().send(conn)
+        writer = StreamWriter(protocol, self.loop)  # no Connection header: our connector never force-closes
+        await writer.write_headers(f"POST {self.url.raw_path_qs} HTTP/1.1", self.headers)
+        task: asyncio.Task[None] | None = None
+        if protocol.writing_paused or self._body.size is None or self._body.size > _INLINE_BODY:
+            task = self.loop.create_task(self.write_bytes(writer, conn, self._get_content_length()))
+            self._writer = task
+        else:
+            await self.write_bytes(writer, conn, None)  # nothing in it waits: the transport is not paused
+        response = self.response = aiohttp.ClientResponse(  # type: ignore[assignment]  # aiohttp types it None
+            self.method, self.original_url, writer=task, continue100=None, timer=self._timer,
+            request_info=self.request_info, traces=self._traces, loop=self.loop, session=self._session,
+            stream_writer=writer,
+        )
+        return response
 
 
 def _lean_head(url: URL, headers: Mapping[str, str]) -> CIMultiDict[str] | None:
