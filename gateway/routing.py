@@ -57,6 +57,15 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """The ordered targets to try for one request, and the deadline that bounds them all."""
+
+    model: str  # the known id it was resolved from (with a client `models` list, the list's first)
+    targets: tuple[Target, ...]
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     id: str
     targets: tuple[Target, ...]
@@ -65,15 +74,13 @@ class Route:
     total: float
     is_alias: bool
     compatible_embeddings: bool = False
+    # The plan of every request for this id when its order never varies (ordered, or one target): made
+    # once here, not per request (a Plan is immutable). None: ordered per request (weighted, latency).
+    plan: Plan | None = field(init=False, repr=False, compare=False)
 
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The ordered targets to try for one request, and the deadline that bounds them all."""
-
-    model: str  # the known id it was resolved from (with a client `models` list, the list's first)
-    targets: tuple[Target, ...]
-    total: float
+    def __post_init__(self) -> None:
+        fixed = self.strategy == "ordered" or len(self.targets) < 2
+        object.__setattr__(self, "plan", Plan(self.id, self.targets + self.fallbacks, self.total) if fixed else None)
 
 
 class LatencyStats:
@@ -168,7 +175,7 @@ class Router:
             # of its list, a known one (metrics label it, messages quote it).
             return Plan(routes[0].id, tuple(ordered.values()), routes[0].total)
         route = self.route(model)
-        return Plan(model, self._order(route), route.total)
+        return route.plan or Plan(model, self._order(route), route.total)
 
     def route(self, model: str) -> Route:
         route = self.routes.get(model)

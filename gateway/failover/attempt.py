@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,19 +27,25 @@ from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.transport import Transport
 
 
-@dataclass(slots=True)
 class Opened:
     """An attempt that answered: a whole answer, or a stream read up to its first content."""
 
-    target: Target
-    response: UpstreamResponse
-    body: bytes | None = None
-    parsed: dict[str, Any] | None = None
-    # Events read up to the first content, replayed: as events, or as the runs of the one read they
-    # came in (chunk.read_runs), kept whole rather than split here and joined again by the relay.
-    held: list[bytes] | tuple[Run, ...] = field(default_factory=list)
-    splitter: EventSplitter = field(default_factory=EventSplitter)
-    first_token_at: float | None = None
+    # A plain class: every request makes one, and the dataclass's default factories made a list and
+    # an EventSplitter even for a whole answer, which never reads events.
+    __slots__ = ("body", "first_token_at", "held", "parsed", "response", "splitter", "target")
+
+    def __init__(self, target: Target, response: UpstreamResponse, *, body: bytes | None = None,
+                 parsed: dict[str, Any] | None = None, held: list[bytes] | tuple[Run, ...] = (),
+                 splitter: EventSplitter | None = None, first_token_at: float | None = None) -> None:
+        self.target = target
+        self.response = response
+        self.body = body
+        self.parsed = parsed
+        # Events read up to the first content, replayed: as events, or as the runs of the one read they
+        # came in (chunk.read_runs), kept whole rather than split here and joined again by the relay.
+        self.held = held
+        self.splitter = splitter  # a stream's (None: a whole answer, never read as events)
+        self.first_token_at = first_token_at
 
 
 async def attempt(
@@ -183,5 +188,6 @@ def _whole_answer(target: Target, dialect: Dialect, response: UpstreamResponse, 
     response.release()
     if stream:
         # A whole answer to a stream request is still the answer: the client gets it as one stream.
-        return Opened(target, response, held=completion_events(parsed), first_token_at=time.monotonic())
+        return Opened(target, response, held=completion_events(parsed), splitter=EventSplitter(),
+                      first_token_at=time.monotonic())
     return Opened(target, response, body=raw, parsed=parsed)

@@ -146,6 +146,7 @@ class _Continuation:
 def _part(segment: Segment, splice: Splice | None) -> Part:
     """What the relay needs of a segment's attempt."""
     opened, target = segment.opened, segment.target
+    assert opened.splitter is not None, "a stream's opening has its splitter"
     return Part(opened.response, opened.splitter, opened.held, target.timeouts.idle, target.endpoint.secrets, splice)
 
 
