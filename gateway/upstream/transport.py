@@ -100,24 +100,29 @@ class HttpResponse:
         content = self._response.content
         try:
             if self._lean:
-                if not content._buffer and not content._eof and content._exception is None \
-                        and content._waiter is None and content._protocol.transport is not None:
+                buffer = content._buffer
+                if not buffer and content._waiter is None and not content._eof and content._exception is None \
+                        and content._protocol.transport is not None:
                     waiter = content._waiter = self._loop.create_future()
                     try:
                         await waiter  # fed, ended or failed by the protocol (or the idle watch)
                     finally:
                         content._waiter = None
-                buffer = content._buffer
                 if buffer and not content._buffer_offset and content._exception is None:
                     if len(buffer) == 1:
                         data = buffer.popleft()
-                        content._size -= len(data)
-                        cursor = content._cursor = content._cursor + len(data)
-                        splits = content._http_chunk_splits
-                        while splits and splits[0] < cursor:  # ends of chunks read: dropped, as aiohttp does
-                            splits.popleft()
                     else:
-                        data = _take_all(content)
+                        data = b"".join(buffer)
+                        buffer.clear()
+                    size = len(data)
+                    content._size -= size
+                    content._cursor += size
+                    splits = content._http_chunk_splits
+                    if splits:
+                        # Every chunk end is now at or before the cursor: all are dropped. aiohttp keeps
+                        # one exactly at it for readchunk(), which the gateway never calls; left there,
+                        # they would count toward pausing the socket.
+                        splits.clear()
                     if content._protocol._reading_paused:
                         _resume(content)
                     return data
@@ -436,25 +441,6 @@ class Transport:
             if len(self._timeouts) < 256:
                 self._timeouts[key] = timeout
         return timeout
-
-
-def _take_all(content: aiohttp.StreamReader) -> bytes:
-    """Every piece in aiohttp's buffer, joined, with aiohttp's accounting done once. An unpaced stream
-    arrives as one piece per HTTP chunk: readany() would take them one by one, ~200 opcodes each (a
-    socket resume and a parser re-entry per piece, even when the socket was never paused)."""
-    buffer = content._buffer
-    data = b"".join(buffer)
-    buffer.clear()
-    content._size -= len(data)
-    content._cursor += len(data)
-    splits = content._http_chunk_splits
-    if splits:
-        # Every chunk end is now at or before the cursor; aiohttp keeps only one exactly at it.
-        last = splits[-1]
-        splits.clear()
-        if last == content._cursor:
-            splits.append(last)
-    return data
 
 
 def _resume(content: aiohttp.StreamReader) -> None:
