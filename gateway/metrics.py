@@ -79,7 +79,10 @@ class _Backend:
         raise NotImplementedError
 
     def request_finished(self, model: str, provider: str, status: int, duration: float, overhead: float | None,
-                         ttft: float | None) -> None:
+                         ttft: float | None, in_flight: bool) -> None:
+        """`in_flight`: the request was counted in flight (it got that far), and leaves now."""
+        if in_flight:
+            self.inc(IN_FLIGHT, (model,), -1)
         self.inc(REQUESTS, (model, provider, str(status)))
         self.observe(DURATION, (model, provider), duration)
         if overhead is not None:
@@ -87,8 +90,9 @@ class _Backend:
         if ttft is not None:
             self.observe(TTFT, (model, provider), ttft)
 
-    def usage(self, model: str, provider: str, upstream_model: str, input: int, output: int, cached: int,
+    def usage(self, model: str, provider: str, upstream_model: str, key: str, input: int, output: int, cached: int,
               reasoning: int, cost_usd: float | None) -> None:
+        """An answered request's tokens and cost, and the cost to the key's spend."""
         # Straight-line rather than a loop over the four kinds: this runs for every answered request.
         if input:
             self.inc(TOKENS, (model, provider, upstream_model, "input"), input)
@@ -100,11 +104,21 @@ class _Backend:
             self.inc(TOKENS, (model, provider, upstream_model, "reasoning"), reasoning)
         if cost_usd:
             self.inc(COST, (model, provider, upstream_model), cost_usd)
+            self.inc(KEY_SPEND, (key,), cost_usd)
+
+    def in_flight(self, model: str, delta: int) -> None:
+        self.inc(IN_FLIGHT, (model,), delta)
+
+    def attempt(self, provider: str, upstream_model: str, outcome: str) -> None:
+        self.inc(ATTEMPTS, (provider, upstream_model, outcome))
 
 
 # The most series of one kind of request kept at hand (`_Local._finished`, `_Local._used`); beyond,
 # a request adds to its series by name (labels are known ids: this is not reached in practice).
 _HELD = 4096
+_FinishedKey = tuple[str, str, int, bool, bool, bool]
+# Requests count, durations, then overheads, times to first token and the in-flight gauge (or None).
+_Finished = tuple[list[float], list[float], list[float] | None, list[float] | None, list[float] | None]
 
 
 class _Local(_Backend, Collector):
@@ -120,10 +134,12 @@ class _Local(_Backend, Collector):
         # Per label set: one count per bucket, then the +Inf overflow, then the sum.
         self.histograms: dict[Spec, dict[tuple[str, ...], list[float]]] = {
             s: {} for s in SPECS if s.kind == "histogram"}
-        # By (model, provider, status, has overhead): requests count, durations, overheads (or None).
-        self._finished: dict[tuple[str, str, int, bool], tuple[list[float], list[float], list[float] | None]] = {}
-        # By (model, provider, upstream model): input tokens, output tokens, cost.
-        self._used: dict[tuple[str, str, str], tuple[list[float], list[float], list[float]]] = {}
+        # By (model, provider, status, has overhead, has ttft, was in flight): the series it adds to.
+        self._finished: dict[_FinishedKey, _Finished] = {}
+        # By (model, provider, upstream model, key): input tokens, output tokens, cost, the key's spend.
+        self._used: dict[tuple[str, str, str, str], tuple[list[float], list[float], list[float], list[float]]] = {}
+        self._in_flight = self.values[IN_FLIGHT]
+        self._attempts = self.values[ATTEMPTS]
 
     def cell(self, spec: Spec, labels: tuple[str, ...]) -> list[float]:
         values = self.values[spec]
@@ -160,45 +176,66 @@ class _Local(_Backend, Collector):
         counts[-1] += value
 
     def request_finished(self, model: str, provider: str, status: int, duration: float, overhead: float | None,
-                         ttft: float | None) -> None:
-        key = (model, provider, status, overhead is not None)
+                         ttft: float | None, in_flight: bool) -> None:
+        key = (model, provider, status, overhead is not None, ttft is not None, in_flight)
         held = self._finished.get(key)
         if held is None:
             held = self._finished_series(key)
-        requests, durations, overheads = held
+        requests, durations, overheads, ttfts, flying = held
         requests[0] += 1
         durations[bisect_left(DURATION.buckets, duration)] += 1
         durations[-1] += duration
         if overheads is not None and overhead is not None:
             overheads[bisect_left(OVERHEAD.buckets, overhead)] += 1
             overheads[-1] += overhead
-        if ttft is not None:
-            self.observe(TTFT, (model, provider), ttft)
+        if ttfts is not None and ttft is not None:
+            ttfts[bisect_left(TTFT.buckets, ttft)] += 1
+            ttfts[-1] += ttft
+        if flying is not None:
+            flying[0] -= 1
 
-    def _finished_series(self, key: tuple[str, str, int, bool]
-                         ) -> tuple[list[float], list[float], list[float] | None]:
-        model, provider, status, has_overhead = key
+    def _finished_series(self, key: _FinishedKey) -> _Finished:
+        """The series a finished request of this kind adds to; only those it adds to are made (a series,
+        once made, is exported even at zero)."""
+        model, provider, status, has_overhead, has_ttft, in_flight = key
         held = (self.cell(REQUESTS, (model, provider, str(status))), self.series(DURATION, (model, provider)),
-                self.series(OVERHEAD, (provider,)) if has_overhead else None)
+                self.series(OVERHEAD, (provider,)) if has_overhead else None,
+                self.series(TTFT, (model, provider)) if has_ttft else None,
+                self.cell(IN_FLIGHT, (model,)) if in_flight else None)
         if len(self._finished) < _HELD:
             self._finished[key] = held
         return held
 
-    def usage(self, model: str, provider: str, upstream_model: str, input: int, output: int, cached: int,
+    def usage(self, model: str, provider: str, upstream_model: str, key: str, input: int, output: int, cached: int,
               reasoning: int, cost_usd: float | None) -> None:
         if not (input and output and cost_usd) or cached or reasoning:
-            super().usage(model, provider, upstream_model, input, output, cached, reasoning, cost_usd)
+            super().usage(model, provider, upstream_model, key, input, output, cached, reasoning, cost_usd)
             return
-        # The usual answer: input and output tokens and a price, the three series held together.
-        key = (model, provider, upstream_model)
-        held = self._used.get(key)
+        # The usual answer: input and output tokens and a price, the four series held together.
+        used = (model, provider, upstream_model, key)
+        held = self._used.get(used)
         if held is None:
-            held = (self.cell(TOKENS, (*key, "input")), self.cell(TOKENS, (*key, "output")), self.cell(COST, key))
+            series = (model, provider, upstream_model)
+            held = (self.cell(TOKENS, (*series, "input")), self.cell(TOKENS, (*series, "output")),
+                    self.cell(COST, series), self.cell(KEY_SPEND, (key,)))
             if len(self._used) < _HELD:
-                self._used[key] = held
+                self._used[used] = held
         held[0][0] += input
         held[1][0] += output
         held[2][0] += cost_usd
+        held[3][0] += cost_usd
+
+    def in_flight(self, model: str, delta: int) -> None:
+        try:
+            self._in_flight[(model,)][0] += delta  # the model's series, after its first request
+        except KeyError:
+            self.cell(IN_FLIGHT, (model,))[0] += delta
+
+    def attempt(self, provider: str, upstream_model: str, outcome: str) -> None:
+        try:
+            self._attempts[(provider, upstream_model, outcome)][0] += 1
+        except KeyError:
+            self.cell(ATTEMPTS, (provider, upstream_model, outcome))[0] += 1
 
     def collect(self) -> Iterator[Metric]:
         for spec, values in self.values.items():
@@ -267,18 +304,13 @@ _backend: _Local | _Shared = _Shared() if _SHARED else _Local()
 if isinstance(_backend, _Local):
     REGISTRY.register(_backend)
 _inc, _set, _observe = _backend.inc, _backend.set, _backend.observe
-# A finished request: its count, duration and overhead (and a stream's time to first token).
+# A finished request: its count, duration and overhead (and a stream's time to first token), and it
+# leaves the in-flight gauge. Bound methods: no module-level function frame per call on the hot path.
 request_finished = _backend.request_finished
-# An answered request's tokens and cost, from the upstream that served it.
+# An answered request's tokens and cost, from the upstream that served it, and the key's spend.
 usage = _backend.usage
-
-
-def in_flight(model: str, delta: int) -> None:
-    _inc(IN_FLIGHT, (model,), delta)
-
-
-def attempt(provider: str, upstream_model: str, outcome: str) -> None:
-    _inc(ATTEMPTS, (provider, upstream_model, outcome))
+in_flight = _backend.in_flight
+attempt = _backend.attempt
 
 
 def retry(provider: str, upstream_model: str) -> None:
@@ -287,10 +319,6 @@ def retry(provider: str, upstream_model: str) -> None:
 
 def fallback(model: str, from_target: str, to_target: str) -> None:
     _inc(FALLBACKS, (model, from_target, to_target))
-
-
-def key_spend(key: str, cost_usd: float) -> None:
-    _inc(KEY_SPEND, (key,), cost_usd)
 
 
 def key_refused(key: str, scope: str, limit: str) -> None:

@@ -126,19 +126,24 @@ def test_the_series_a_request_holds_add_up_as_the_series_found_by_name() -> None
     from gateway import metrics
 
     held, by_name = metrics._Local(), metrics._Local()
-    requests = [("m", "p", "u", 200, 0.3, 0.002, None, 12, 30, 0, 0, 7e-05),
-                ("m", "p", "u", 200, 1.5, 0.0004, 0.2, 12, 0, 0, 0, 2e-05),  # no output: by name
-                ("m", "p", "u", 200, 0.3, 0.002, None, 5, 9, 3, 1, 1e-05),  # cached, reasoning: by name
-                ("m", "q", "v", 200, 0.3, 0.002, None, 5, 9, 0, 0, None),  # no price: by name
-                ("m", "none", "-", 502, 2.0, None, None, 0, 0, 0, 0, None),  # no overhead
-                ("m", "p", "u", 429, 0.01, None, None, 0, 0, 0, 0, None),
-                ("m", "p", "u", 200, 700.0, 0.5, 30.0, 1, 1, 0, 0, 1.0)]
+    # model, provider, upstream model, key, status, duration, overhead, ttft, was in flight, then usage
+    requests = [("m", "p", "u", "k", 200, 0.3, 0.002, None, True, 12, 30, 0, 0, 7e-05),
+                ("m", "p", "u", "k", 200, 1.5, 0.0004, 0.2, True, 12, 0, 0, 0, 2e-05),  # no output: by name
+                ("m", "p", "u", "j", 200, 0.3, 0.002, None, True, 5, 9, 3, 1, 1e-05),  # cached, reasoning: by name
+                ("m", "q", "v", "k", 200, 0.3, 0.002, None, True, 5, 9, 0, 0, None),  # no price: by name
+                ("m", "none", "-", "k", 502, 2.0, None, None, True, 0, 0, 0, 0, None),  # no overhead
+                ("m", "p", "u", "k", 429, 0.01, None, None, False, 0, 0, 0, 0, None),  # refused before in flight
+                ("n", "p", "u", "-", 401, 0.01, None, None, False, 0, 0, 0, 0, None),  # no in-flight series made
+                ("m", "p", "u", "j", 200, 700.0, 0.5, 30.0, True, 1, 1, 0, 0, 1.0)]
     for _ in range(3):
-        for model, provider, upstream, code, duration, overhead, ttft, *used in requests:
-            held.request_finished(model, provider, code, duration, overhead, ttft)
-            held.usage(model, provider, upstream, *used)
-            metrics._Backend.request_finished(by_name, model, provider, code, duration, overhead, ttft)
-            metrics._Backend.usage(by_name, model, provider, upstream, *used)
+        for model, provider, upstream, key, code, duration, overhead, ttft, flying, *used in requests:
+            if flying:
+                held.in_flight(model, 1)
+                metrics._Backend.in_flight(by_name, model, 1)
+            held.request_finished(model, provider, code, duration, overhead, ttft, flying)
+            held.usage(model, provider, upstream, key, *used)
+            metrics._Backend.request_finished(by_name, model, provider, code, duration, overhead, ttft, flying)
+            metrics._Backend.usage(by_name, model, provider, upstream, key, *used)
     assert held._finished and held._used, "the usual requests were added to held series"
 
     def sums(local: metrics._Local) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
@@ -146,3 +151,5 @@ def test_the_series_a_request_holds_add_up_as_the_series_found_by_name() -> None
                       for family in local.collect() for sample in family.samples)
 
     assert sums(held) == sums(by_name)
+    assert ("n",) not in held.values[metrics.IN_FLIGHT] and held.values[metrics.IN_FLIGHT][("m",)] == [0]
+    assert held.values[metrics.KEY_SPEND][("j",)][0] == pytest.approx(3 * (1e-05 + 1.0))

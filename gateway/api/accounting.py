@@ -100,76 +100,78 @@ async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: M
 
 def finish(runtime: Runtime, context: RequestRecord) -> None:
     """Count the request: metrics, settlement and ledger row, the access log when it is on."""
-    now = time.monotonic()
+    duration = time.monotonic() - context.started
     served = context.served
+    if served is None:
+        _finish_unserved(runtime, context, duration)
+        return
+    target = served.target
+    provider = target.provider_id
     relay = context.relay
-    target = served.target if served is not None else None
-    provider = target.provider_id if target is not None else "none"
-    duration = now - context.started
-    ttft = None
-    overhead = None
-    if served is not None:
-        if relay is not None and relay.first_write_at is not None:
-            ttft = relay.first_write_at - context.started
-            overhead = max(0.0, ttft - served.upstream_seconds)
-        elif context.done_at is not None:
-            overhead = max(0.0, context.done_at - context.started - served.upstream_seconds)
-    if context.in_flight:
-        metrics.in_flight(context.label, -1)
-    metrics.request_finished(context.label, provider, context.status, duration, overhead, ttft)
-    usage = Usage.from_openai(context.usage) if isinstance(context.usage, dict) else None
-    cost = None
-    if target is not None and usage is not None:
+    ttft = overhead = None
+    if relay is not None and relay.first_write_at is not None:
+        ttft = relay.first_write_at - context.started
+        overhead = max(0.0, ttft - served.upstream_seconds)
+    elif context.done_at is not None:
+        overhead = max(0.0, context.done_at - context.started - served.upstream_seconds)
+    metrics.request_finished(context.label, provider, context.status, duration, overhead, ttft, context.in_flight)
+    reported = context.usage
+    usage = cost = None
+    if isinstance(reported, dict):
+        usage = Usage.from_openai(reported)
         cost = usage.cost(target.model.cost)
-        metrics.usage(context.label, provider, target.upstream_model, usage.input, usage.output, usage.cached,
-                      usage.reasoning, cost)
-        if cost:
-            metrics.key_spend(context.caller, cost)
-    if relay is not None and served is not None:
+        metrics.usage(context.label, provider, target.upstream_model, context.caller, usage.input, usage.output,
+                      usage.cached, usage.reasoning, cost)
+    if relay is not None:
         metrics.stream_chunks(provider, relay.chunks)
     teams = runtime.teams
     if teams is not None:
-        if usage is None and target is not None and relay is not None:
+        if usage is None and relay is not None:
             # A stream that ended without the upstream's count (the client left): bill the request's
             # size and the chunks relayed, since the upstream did that work.
             billed = Usage(input=context.body_size // 4, output=relay.chunks)
-            _account(teams, context, target, billed, billed.cost(target.model.cost), duration, ttft)
+            _account(teams, context, served, billed, billed.cost(target.model.cost), duration, ttft)
         else:
-            _account(teams, context, target, usage, cost, duration, ttft)
+            _account(teams, context, served, usage or _UNCOUNTED, cost, duration, ttft)
     if runtime.settings.server.access_log:
         _access_log(context, provider, duration, ttft, usage, cost)
 
 
-def _account(teams: Teams, context: RequestRecord, target: Target | None, usage: Usage | None, cost: float | None,
+_UNCOUNTED = Usage()  # the ledger's zeros for an answer without usage
+
+
+def _account(teams: Teams, context: RequestRecord, served: Served, usage: Usage, cost: float | None,
              duration: float, ttft: float | None) -> None:
-    """Settle what the request's limits reserved (when it has any) and queue its ledger row."""
+    """Settle what the served request's limits reserved (when it has any) and queue its ledger row."""
     if context.ticket is not None or context.provider_tickets:
         _settle(teams, context, usage, cost)
-    served = context.served
-    provider: str | None = None
-    served_model: str | None = None
-    if target is not None:
-        provider, served_model = target.provider_id, target.key
-    if served is not None:
-        attempts = 0
-        for attempt in served.attempts:
-            if attempt.tried:
-                attempts += 1
-        fallbacks = served.fallbacks
-    else:
-        attempts, fallbacks = context.attempts, 0
+    target = served.target
+    attempts = 0
+    for attempt in served.run.attempts:
+        if attempt.tried:
+            attempts += 1
     relay = context.relay
     error_type = context.error_type or (relay.error_type if relay is not None else None)
-    if usage is None:
-        input_tokens = output_tokens = cached_tokens = reasoning_tokens = 0
-    else:
-        input_tokens, output_tokens = usage.input, usage.output
-        cached_tokens, reasoning_tokens = usage.cached, usage.reasoning
     # Positional, in column order (each name is its column's): with keywords the call costs ~5x as much.
     teams.record(LedgerRow(
-        teams.clock() - duration, context.request_id, context.caller, context.model, provider, served_model,
-        context.status, error_type, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost,
-        _milliseconds(duration), _milliseconds(ttft) if ttft else None, attempts, fallbacks, context.endpoint))
+        teams.clock() - duration, context.request_id, context.caller, context.model, target.provider_id, target.key,
+        context.status, error_type, usage.input, usage.output, usage.cached, usage.reasoning, cost,
+        _milliseconds(duration), _milliseconds(ttft) if ttft else None, attempts, served.fallbacks, context.endpoint))
+
+
+def _finish_unserved(runtime: Runtime, context: RequestRecord, duration: float) -> None:
+    """A request refused, failed or left before an upstream answered: no provider, no usage."""
+    metrics.request_finished(context.label, "none", context.status, duration, None, None, context.in_flight)
+    teams = runtime.teams
+    if teams is not None:
+        if context.ticket is not None or context.provider_tickets:
+            _settle(teams, context, None, None)
+        teams.record(LedgerRow(
+            teams.clock() - duration, context.request_id, context.caller, context.model, None, None, context.status,
+            context.error_type, 0, 0, 0, 0, None, _milliseconds(duration), None, context.attempts, 0,
+            context.endpoint))
+    if runtime.settings.server.access_log:
+        _access_log(context, "none", duration, None, None, None)
 
 
 def _settle(teams: Teams, context: RequestRecord, usage: Usage | None, cost: float | None) -> None:
