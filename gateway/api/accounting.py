@@ -74,6 +74,8 @@ async def admit(runtime: Runtime, record: RequestRecord, caller: Caller, body: M
     if teams is None:
         return None
     limits = runtime.limits
+    if caller.limits is None and not limits.models and not limits.providers:
+        return None  # the usual case: no limit applies to this key, its model or any provider
     scoped = limits.scoped(caller.name, caller.limits, plan.model)
     if scoped:
         tokens, worst_cost = limits.reservation(body, record.body_size, plan.targets)
