@@ -1,7 +1,7 @@
 """transport.HttpResponse.read_chunk: a streamed body's pieces, read off aiohttp's buffer.
 
 The usual read (nothing buffered, then one piece) skips aiohttp's readany() and does its accounting
-itself (gateway/upstream/transport.py says why), reading aiohttp's private StreamReader state. The
+itself (gateway/upstream/transport/response.py says why), reading aiohttp's private StreamReader state. The
 first test fails when aiohttp changes the code that accounting copies, so that the copy is checked
 again; the others read real chunked bodies from a server on 127.0.0.1, paced and all at once.
 """

@@ -1,5 +1,5 @@
 """transport.Transport.send: one POST through aiohttp's connector, request and response, without
-ClientSession._request (gateway/upstream/transport.py says why and lists the aiohttp parts used).
+ClientSession._request (gateway/upstream/transport/ says why and lists the aiohttp parts used).
 
 The first test fails when aiohttp changes the code the transport mirrors, so that the copy is checked
 again; the others hold send's behaviour against real servers on 127.0.0.1: the bytes sent, the
@@ -20,7 +20,8 @@ from yarl import URL
 
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
-from gateway.upstream.transport import Transport, _lean_head, _UpstreamRequest
+from gateway.upstream.transport import Transport
+from gateway.upstream.transport.request import UpstreamRequest, lean_head
 
 # What Transport._exchange/_post mirror (ClientSession._request: its timer, its inner
 # _connect_and_send_request and its error handling) or call, as aiohttp 3.14 has it. A change fails
@@ -33,7 +34,7 @@ MIRRORED = {
     "ResponseHandler.set_response_params": "2eb047e322481533",
     "ClientResponse.start": "bcbf178da3660180",
     "ClientRequest.send": "82b495aa06760c64",
-    # What _UpstreamRequest.lean and _lean_head copy: the request's build.
+    # What UpstreamRequest.lean and lean_head copy: the request's build.
     "ClientRequest.__init__": "8636fdb3a4b93b5f",
     "ClientRequest.update_host": "0ecb92db47ed7184",
     "ClientRequest.update_headers": "4443c95d4332a9a8",
@@ -45,7 +46,7 @@ MIRRORED = {
     "ClientRequest.update_transfer_encoding": "bdf48822001f774d",
     "ClientRequest.update_expect_continue": "82689b67b41d69a1",
     "BytesPayload.__init__": "ec976aa8666637a1",
-    # What _UpstreamRequest.send relies on: a small body's write waits for nothing unless paused.
+    # What UpstreamRequest.send relies on: a small body's write waits for nothing unless paused.
     "ClientRequest.write_bytes": "f3b5cbcb26f2c27d",
     "StreamWriter.write": "17a5fa94c65dcab6",
     "StreamWriter.write_eof": "c7e545df80b9eb68",
@@ -88,11 +89,11 @@ async def test_a_lean_request_is_the_one_aiohttp_builds(headers: dict[str, str],
     session = aiohttp.ClientSession()
     try:
         url, body, timer = URL(where), b'{"model": "m"}' * 3, helpers.TimerNoop()
-        built = _UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
+        built = UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
                                  timer=timer, session=session, response_class=aiohttp.ClientResponse)
-        head = _lean_head(url, headers)
+        head = lean_head(url, headers)
         assert head is not None
-        lean = _UpstreamRequest.lean(url, head, body, timer, session)
+        lean = UpstreamRequest.lean(url, head, body, timer, session)
         assert list(lean.headers.items()) == list(built.headers.items())
         assert type(lean.headers) is type(built.headers)
         mine, theirs = dict(vars(lean)), dict(vars(built))
@@ -117,7 +118,7 @@ async def test_a_lean_request_is_the_one_aiohttp_builds(headers: dict[str, str],
     ("http://example.com/v1", {"cookie": "a=b"}),
 ])
 def test_a_request_aiohttp_builds_differently_is_left_to_aiohttp(where: str, headers: dict[str, str]) -> None:
-    assert _lean_head(URL(where), headers) is None
+    assert lean_head(URL(where), headers) is None
 
 
 @pytest.fixture

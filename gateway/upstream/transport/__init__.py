@@ -1,0 +1,23 @@
+"""The only package that imports aiohttp: one pooled client session per process, send and read.
+
+aiohttp's exceptions are mapped here to the gateway's UpstreamError tree, so nothing above this
+package knows which HTTP client moves the bytes. `client.Transport` sends, `request` builds the
+upstream request, `response.HttpResponse` reads the answer.
+
+What of aiohttp this package uses beyond its documented client API, and why (an aiohttp release that
+changes one fails tests/upstream/test_transport_send.py's digests or tests/upstream's behaviour):
+- ClientRequest's constructor, send(connection) and update_auto_headers (overridden): the request,
+  built and written without ClientSession._request's layers (Transport._exchange says which);
+  for the usual request its attributes set directly (UpstreamRequest.lean: __init__'s result)
+  and its send() short (head and small body written at once: StreamWriter, write_bytes).
+- BaseConnector.connect(request, traces, timeout), ResponseHandler.set_response_params(...),
+  ClientResponse.start(connection): _connect_and_send_request's three steps.
+- helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.
+- StreamReader's buffer, waiter and counts, ResponseHandler.read_timeout/_reading_paused:
+  HttpResponse.read_chunk's lean read and the idle watch (tests/upstream/test_transport_reads.py).
+"""
+
+from gateway.upstream.transport.client import Transport
+from gateway.upstream.transport.response import HttpResponse
+
+__all__ = ["HttpResponse", "Transport"]
