@@ -130,11 +130,7 @@ class Pipeline:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         protocol = self._protocol
-        given = request_headers(scope)
-        headers: dict[str, str] = {}
-        for name, text in self._wanted:  # a loop, not a comprehension: no function frame of its own
-            if name in given:
-                headers[text] = given[name].decode("latin-1")
+        headers = self._headers(scope)
         request_id = request_id_of(scope)
         runtime = self._runtime()
         context = RequestRecord(request_id, started, self._protocol.path)
@@ -148,10 +144,7 @@ class Pipeline:
             # (http_cycle.whole_body: no receive(), no await), else in the first message; not in a coroutine.
             raw = whole_body(receive)
             if raw is None:
-                first = await receive()
-                raw = _whole_body(first, limit)
-                if raw is None:
-                    raw = await _read_rest(receive, first, limit)
+                raw = await _received_body(receive, limit)
             elif len(raw) > limit:
                 raise _too_large(limit)
             body = self._parse(raw, caller, context)
@@ -186,6 +179,30 @@ class Pipeline:
         finally:
             drain.untrack(task)
             finish(runtime, context)
+
+    def _write_answer(self, served: Served, body: dict[str, Any], out_headers: list[tuple[bytes, bytes]],
+                      context: RequestRecord, send: Send, watched: Watched) -> tuple[Message, ...]:
+        """A whole answer, written under the gateway's server by a plain call (no messages, no awaits)
+        that adds the length; else the two messages send() must take."""
+        context.status = 200
+        answer, context.usage = self._protocol.answer(served, body)
+        watched.finishing = True
+        context.responding = True
+        head = [JSON, *out_headers]
+        if write_answer(send, 200, head, answer):
+            return ()
+        head.append((b"content-length", str(len(answer)).encode()))
+        return ({"type": "http.response.start", "status": 200, "headers": head},
+                {"type": "http.response.body", "body": answer})
+
+    def _headers(self, scope: Scope) -> dict[str, str]:
+        """The request headers the gateway reads or forwards, by their lower-case names."""
+        given = request_headers(scope)
+        headers: dict[str, str] = {}
+        for name, text in self._wanted:  # a loop, not a comprehension: no function frame of its own
+            if name in given:
+                headers[text] = given[name].decode("latin-1")
+        return headers
 
     def _authenticate(self, method: str, runtime: Runtime, headers: dict[str, str], context: RequestRecord,
                       limit: int) -> Caller:
@@ -232,16 +249,8 @@ class Pipeline:
         context.served = served
         out_headers = _served_headers(served) + context.limit_headers()  # a new list: the first may be shared
         if not stream:
-            context.status = 200
-            answer, context.usage = protocol.answer(served, body)
-            watched.finishing = True
-            context.responding = True
-            head = [JSON, *out_headers]
-            # Under the gateway's server, written by a plain call (no messages, no awaits) that adds the length.
-            if not write_answer(send, 200, head, answer):
-                head.append((b"content-length", str(len(answer)).encode()))
-                await send({"type": "http.response.start", "status": 200, "headers": head})
-                await send({"type": "http.response.body", "body": answer})
+            for message in self._write_answer(served, body, out_headers, context, send, watched):
+                await send(message)
             context.done_at = time.monotonic()
             return
         result = RelayResult()
@@ -312,6 +321,13 @@ def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+
+
+async def _received_body(receive: Receive, limit: int) -> bytes:
+    """The body through receive() (another server, or a body still arriving): at most `limit` bytes."""
+    first = await receive()
+    raw = _whole_body(first, limit)
+    return raw if raw is not None else await _read_rest(receive, first, limit)
 
 
 def _whole_body(message: Message, limit: int) -> bytes | None:
