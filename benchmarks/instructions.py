@@ -7,6 +7,7 @@ the machine's load, for deciding between two versions of the hot path on a share
     python -m benchmarks.instructions --cprofile calls.txt    # instead: Python calls per request
     python -m benchmarks.instructions --feature 'limits + budgets (embedded store)'  # a feature row's gateway
     python -m benchmarks.instructions --idle 5                # instructions per second of an idle proxy
+    python -m benchmarks.instructions --stream --concurrency 256 --requests 1024  # 256 streams in flight
 
 The proxy runs under callgrind; after a warm-up the counters are zeroed, `--requests` requests are
 sent one at a time (no queue: the moderate-load case, where nothing amortises across requests),
@@ -64,14 +65,21 @@ def _command(target: str, work: Path, api: str, port: int, feature: Feature | No
             Target(target, f"http://127.0.0.1:{port}/v1/chat/completions", "fast"))
 
 
-async def _send(target: Target, count: int, stream: bool, interval_ms: float = 0) -> None:
+async def _send(target: Target, count: int, stream: bool, interval_ms: float = 0, concurrency: int = 1) -> None:
+    """`count` requests from `concurrency` clients, each sending its share one after another."""
     body = target.body(stream=stream, chunks=50, interval_ms=interval_ms)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        for _ in range(count):
+
+    async def client(session: aiohttp.ClientSession, share: int) -> None:
+        for _ in range(share):
             async with session.post(target.url, data=body, headers=target.request_headers()) as response:
                 await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"{target.name} answered {response.status}")
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
+        shares = [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
+        await asyncio.gather(*(client(session, share) for share in shares))
 
 
 def _control(pid: int, *args: str) -> None:
@@ -79,7 +87,7 @@ def _control(pid: int, *args: str) -> None:
 
 
 def count(target: str, requests: int, stream: bool, warmup: int, feature: Feature | None = None,
-          interval_ms: float = 0, keep: Path | None = None, idle_seconds: float = 0) -> float:
+          interval_ms: float = 0, keep: Path | None = None, idle_seconds: float = 0, concurrency: int = 1) -> float:
     """Instructions per request; with idle_seconds, per idle second instead (no requests counted)."""
     with tempfile.TemporaryDirectory(prefix="gateway-instr-") as directory:
         work = Path(directory)
@@ -95,7 +103,7 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
         try:
             upstream.wait_ready(f"http://127.0.0.1:{upstream_port}/readyz")
             proxy.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=600)
-            asyncio.run(_send(load, warmup, stream, interval_ms))
+            asyncio.run(_send(load, warmup, stream, interval_ms, concurrency))
             if idle_seconds:
                 time.sleep(1.0)  # the warm-up's last ledger batch and answers settle before the count
             # callgrind acts on a control request at some moment during the call: the midpoints of the
@@ -106,7 +114,7 @@ def count(target: str, requests: int, stream: bool, warmup: int, feature: Featur
             if idle_seconds:
                 time.sleep(idle_seconds)
             else:
-                asyncio.run(_send(load, requests, stream, interval_ms))
+                asyncio.run(_send(load, requests, stream, interval_ms, concurrency))
             before = time.monotonic()
             _control(proxy.pid, "--dump")
             elapsed = (before + time.monotonic()) / 2 - started
@@ -182,6 +190,9 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
                         help="instead of requests: instructions per second of the proxy left idle for SECONDS "
                              "(after the warm-up)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="N clients at once, each sending its share of the requests one after another "
+                             "(default 1: no queue, nothing in flight beside the one request)")
     parser.add_argument("--cprofile", type=Path, help="write Python call counts per request here instead")
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--keep", type=Path, metavar="FILE",
@@ -197,6 +208,8 @@ def main() -> int:
     warmup = args.warmup if args.warmup is not None else (10 if paced else 50)
     if args.idle < 0 or (args.idle and (args.stream or args.cprofile or args.requests is not None)):
         parser.error("--idle takes a number of seconds > 0, without --stream, --requests or --cprofile")
+    if args.concurrency < 1 or (args.concurrency > 1 and (args.idle or args.cprofile)):
+        parser.error("--concurrency takes a number >= 1, without --idle or --cprofile")
     if feature is not None and args.target != "gateway":
         parser.error("--feature applies to --target gateway")
     if args.cprofile:
@@ -206,14 +219,16 @@ def main() -> int:
         return 0
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (apt-get install valgrind)")
-    per = count(args.target, requests, args.stream, warmup, feature, args.interval, args.keep, args.idle)
+    per = count(args.target, requests, args.stream, warmup, feature, args.interval, args.keep, args.idle,
+                args.concurrency)
     what = f"{args.target}{f' ({feature.name})' if feature else ''}"
     if args.idle:
         print(f"{what}, idle: {per:,.0f} instructions per second (over {args.idle:g} s after {warmup} warm-up "
               "requests)")
         return 0
+    clients = f", {args.concurrency} clients at once" if args.concurrency > 1 else ""
     print(f"{what}, {_what(args.stream, args.interval)}: "
-          f"{per:,.0f} instructions per request ({requests} requests after {warmup} warm-up)")
+          f"{per:,.0f} instructions per request ({requests} requests after {warmup} warm-up{clients})")
     return 0
 
 
