@@ -65,7 +65,9 @@ class Segment:
     opened: Opened
     ticket: Ticket
     mode: Mode
-    usage: Usage | None = None  # as the upstream reported it
+    # As the upstream reported it, read (Usage.from_openai) only when a continued stream sums its parts:
+    # a stream that is never continued has its usage read once, by the accounting.
+    reported: Mapping[str, Any] | None = None
     chunks: int = 0  # chunks it contributed to the client
     settled: bool = False
 
@@ -162,7 +164,7 @@ def _settle(executor: Executor, segment: Segment, result: RelayResult, before: i
             error: UpstreamError | None) -> None:
     """A segment ended: what it contributed, and its target's verdict."""
     segment.chunks = result.chunks - before
-    segment.usage = Usage.from_openai(result.usage) if result.usage else None
+    segment.reported = result.usage or None
     # A replay that came out different is not the upstream's fault: no verdict on it.
     verdict = None if isinstance(error, ReplayDiverged) else error
     executor.settle(segment.ticket, verdict, completed=result.completed)
@@ -280,7 +282,7 @@ class Splice:
                 data[key] = first[key]
         if chunk.usage is not None:
             current = self._segments[-1]
-            current.usage = Usage.from_openai(chunk.usage)
+            current.reported = chunk.usage
             data["usage"] = _total(self._segments, self._body_size).to_openai()
             data["x_gateway"] = {"attempts": [_contribution(s, self._body_size) for s in self._segments]}
             if not self._wants_usage and not data.get("choices"):
@@ -332,15 +334,19 @@ def _estimate(segment: Segment, body_size: int) -> Usage:
     return Usage(input=body_size // 4, output=segment.chunks)
 
 
+def _usage(segment: Segment, body_size: int) -> Usage:
+    """What an attempt used: as reported, else estimated."""
+    return Usage.from_openai(segment.reported) if segment.reported else _estimate(segment, body_size)
+
+
 def _total(segments: list[Segment], body_size: int) -> Usage:
     total = Usage()
     for segment in segments:
-        total = total + (segment.usage if segment.usage is not None else _estimate(segment, body_size))
+        total = total + _usage(segment, body_size)
     return total
 
 
 def _contribution(segment: Segment, body_size: int) -> dict[str, Any]:
     """One attempt's part, for the final chunk's `x_gateway.attempts`."""
-    usage = segment.usage if segment.usage is not None else _estimate(segment, body_size)
-    return {"target": segment.target.key, "mode": segment.mode.value, "usage": usage.to_openai(),
-            "estimated": segment.usage is None}
+    return {"target": segment.target.key, "mode": segment.mode.value,
+            "usage": _usage(segment, body_size).to_openai(), "estimated": not segment.reported}

@@ -247,6 +247,32 @@ def test_the_transcript_reads_unread_events_as_the_relay_would_have() -> None:
             (parsed.text, parsed.tool, parsed.untextual, parsed.first)
 
 
+def test_the_first_chunk_is_the_first_sent_however_reads_and_parsed_events_interleave() -> None:
+    # The first chunk is sought in unread events only when asked: it must still be the first one sent,
+    # whether it came unread or read, before or after events without a choice, and across a fold.
+    rng = random.Random(7)
+    for _ in range(300):
+        sent: list[tuple[bool, bytes]] = []  # (unread, event)
+        for i in range(rng.randint(1, 6)):
+            choices = [] if rng.random() < 0.4 else [delta(f"t{i}")]
+            one = event(choices, id=f"c{i}") if rng.random() < 0.8 else b": keep-alive"
+            sent.append((rng.random() < 0.6, one))
+        expected = next((orjson.loads(one[6:]) for _, one in sent
+                         if one.startswith(b"data: ") and orjson.loads(one[6:])["choices"]), None)
+        transcript = Transcript()
+        for unread, one in sent:
+            if unread:
+                transcript.add_unread(one + b"\n\n")
+            else:
+                data = event_data(one)
+                chunk = interpret(data) if data is not None else None
+                if chunk is not None:
+                    transcript.add(chunk, chunk.text)
+        if rng.random() < 0.3:
+            transcript._read()  # as a fold does, before `first` was ever asked for
+        assert transcript.first == expected, sent
+
+
 def test_an_unreadable_event_sent_unread_means_the_transcript_is_not_continued() -> None:
     transcript = Transcript()
     transcript.add_unread(event([delta("fine")]) + b"\n\n" + b'data: {"choices": nope}')
