@@ -96,7 +96,7 @@ async def test_a_paced_body_is_read_a_piece_at_a_time(
                 assert await response.read_chunk() == piece
         content = response._response.content
         assert (content._size, content._cursor) == (0, content.total_bytes)
-        assert content._http_chunk_splits is not None and not content._http_chunk_splits
+        assert content._http_chunk_splits is None  # a chunked body is fed per read: no chunk ends kept
         await pieces.put(None)
         async with asyncio.timeout(10):
             assert await response.read_chunk() == b""
@@ -167,7 +167,7 @@ async def test_many_chunks_that_arrive_together_are_one_read(
             assert await response.read_chunk() == b"".join(events)
         assert resumes == 0
         assert (content._size, content._cursor) == (0, content.total_bytes)
-        assert content._http_chunk_splits is not None and not content._http_chunk_splits
+        assert content._http_chunk_splits is None  # a chunked body is fed per read: no chunk ends kept
         assert not content._protocol._reading_paused
         await pieces.put([b"data: last\n\n"])
         await pieces.put(None)

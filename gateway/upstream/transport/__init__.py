@@ -1,4 +1,4 @@
-"""The only package that imports aiohttp: one pooled client session per process, send and read.
+"""The only package that imports aiohttp (and httptools): one pooled client session per process, send and read.
 
 aiohttp's exceptions are mapped here to the gateway's UpstreamError tree, so nothing above this
 package knows which HTTP client moves the bytes. `client.Transport` sends, `request` builds the
@@ -15,6 +15,10 @@ changes one fails tests/upstream/test_transport_send.py's digests or tests/upstr
 - helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.
 - StreamReader's buffer, waiter and counts, ResponseHandler.read_timeout/_reading_paused:
   HttpResponse.read_chunk's lean read and the idle watch (tests/upstream/test_transport_reads.py).
+- ResponseHandler._parser and the three calls the protocol makes on it (feed_data, feed_eof,
+  pause_reading): chunked.HeadFirst and chunked.ChunkedBody answer them in its place once the
+  answer's head is parsed, so a chunked body is fed per read rather than per HTTP chunk; httptools
+  (llhttp, as uvicorn runs it) decodes it (tests/upstream/test_transport_chunked.py).
 """
 
 from gateway.upstream.transport.client import Transport

@@ -14,6 +14,7 @@ from yarl import URL
 
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
+from gateway.upstream.transport.chunked import read_head_first
 from gateway.upstream.transport.request import UpstreamRequest, lean_head
 from gateway.upstream.transport.response import HttpResponse, reason
 
@@ -147,6 +148,7 @@ class Transport:
                 timer=timer, read_until_eof=True, auto_decompress=False, read_timeout=limits.sock_read,
                 read_bufsize=_READ_BUFSIZE, timeout_ceil_threshold=_CEIL_THRESHOLD,
             )
+            read_head_first(protocol)
             try:
                 response = await request.send(connection)
                 try:

@@ -1,0 +1,129 @@
+"""A chunked answer's body handed to aiohttp's StreamReader once per socket read, not once per HTTP chunk.
+
+aiohttp's parser gives each HTTP chunk of a body to the answer's StreamReader through three Python
+calls (begin_http_chunk_receiving, feed_data, end_http_chunk_receiving): ~4.8k instructions a chunk.
+A model's stream is one HTTP chunk per event, so a 50-chunk stream paid ~260k instructions for them,
+more than the whole gap between the gateway and a raw-ASGI proxy. So once aiohttp's parser has read
+an answer's head (status, headers, keep-alive: all as before), a chunked body goes to llhttp through
+httptools instead, the C parser uvicorn already runs, whose every chunk is appended to a list by a C
+call; the read's pieces reach the StreamReader in one feed_data. What reads the StreamReader (its
+buffer, waiter, eof, errors, the connection's release at the end) is aiohttp's, unchanged.
+
+aiohttp's protocol calls its parser's feed_data(data) -> (messages, upgraded, tail), feed_eof() and
+pause_reading(); the two classes here answer those calls in its place (ResponseHandler._parser).
+tests/upstream/test_transport_chunked.py digests the aiohttp code this relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httptools
+from aiohttp import StreamReader
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import TransferEncodingError
+
+# llhttp is told what aiohttp's parser already read: a chunked answer's head. It then reads the body.
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+_NOTHING: tuple[tuple[()], bool, bytes] = ((), False, b"")  # no new answer: what aiohttp's parser returns then
+
+
+def read_head_first(protocol: ResponseHandler) -> None:
+    """Called once the protocol's parser is set for an answer (set_response_params): the head that
+    arrives next goes to that parser on its own, and a chunked body after it to ChunkedBody."""
+    protocol._parser = HeadFirst(protocol, protocol._parser)  # type: ignore[assignment]
+
+
+class HeadFirst:
+    """aiohttp's parser, given the answer's head apart from any body bytes that came in the same read
+    (an unpaced stream is one read), so that the body can go elsewhere. Once a head is parsed it
+    steps aside: aiohttp's parser is the protocol's again, or ChunkedBody for a chunked body."""
+
+    __slots__ = ("_parser", "_protocol")
+
+    def __init__(self, protocol: ResponseHandler, parser: Any) -> None:
+        self._protocol = protocol
+        self._parser = parser
+
+    def feed_data(self, data: bytes) -> tuple[Any, bool, bytes]:
+        parser = self._parser
+        end = data.find(b"\r\n\r\n") + 4
+        # Split only a chunked answer's head (as servers write it) from body bytes that came with it.
+        if 3 < end < len(data) and data.find(b"chunked", 0, end) >= 0:
+            head, body = data[:end], data[end:]
+        else:  # no head's end in it (a head in several reads), nothing after it, or not chunked
+            head, body = data, b""
+        messages, upgraded, tail = parser.feed_data(head)
+        if not messages:
+            return parser.feed_data(body) if body else (messages, upgraded, tail)
+        self._protocol._parser = parser
+        message, payload = messages[-1]
+        if upgraded:
+            return messages, upgraded, tail + body
+        # Anything but a plain chunked body (1xx, a length, to the close, compressed) stays aiohttp's.
+        if message.chunked and type(payload) is StreamReader:
+            chunked = ChunkedBody(self._protocol, payload)
+            self._protocol._parser = chunked  # type: ignore[assignment]
+            if body:
+                chunked.feed_data(body)
+            return messages, False, b""
+        if not body:
+            return messages, upgraded, tail
+        more, upgraded, tail = parser.feed_data(body)
+        return [*messages, *more], upgraded, tail
+
+    def feed_eof(self) -> Any:
+        return self._parser.feed_eof()
+
+    def pause_reading(self) -> None:
+        self._parser.pause_reading()
+
+
+class ChunkedBody:
+    """One answer's chunked body: each read decoded by llhttp, its pieces fed to the StreamReader at once."""
+
+    __slots__ = ("_content", "_ended", "_llhttp", "_pieces", "_protocol", "on_body")
+
+    def __init__(self, protocol: ResponseHandler, content: StreamReader) -> None:
+        self._protocol = protocol
+        self._content = content
+        self._pieces: list[bytes] = []
+        self._ended = False
+        # httptools calls these by the names it finds on this object when the parser is made.
+        self.on_body = self._pieces.append  # a C call per HTTP chunk, no Python frame
+        self._llhttp = httptools.HttpResponseParser(self)
+        # As lax as aiohttp's parser is with an answer (outside its debug mode).
+        self._llhttp.set_dangerous_leniencies(lenient_headers=True, lenient_optional_cr_before_lf=True,
+                                              lenient_spaces_after_chunk_size=True)
+        self._llhttp.feed_data(_CHUNKED_HEAD)
+
+    def on_message_complete(self) -> None:
+        self._ended = True
+
+    def feed_data(self, data: bytes) -> tuple[tuple[()], bool, bytes]:
+        error: httptools.HttpParserError | None = None
+        try:
+            self._llhttp.feed_data(data)
+        except httptools.HttpParserError as exc:
+            error = exc
+        pieces = self._pieces
+        if pieces:  # what came before an error is delivered first, as aiohttp's parser does
+            self._content.feed_data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            pieces.clear()
+        if self._ended:
+            if error is not None:  # bytes after the answer's end: this connection is not used again
+                self._protocol.force_close()
+            # What comes after the end waits for the next answer's parser (aiohttp's protocol keeps it).
+            self._protocol._parser = None
+            self._content.feed_eof()
+        elif error is not None:
+            raise TransferEncodingError(f"malformed chunked body: {error}") from None
+        return _NOTHING
+
+    def feed_eof(self) -> None:
+        """The connection closed: a body not ended is incomplete (aiohttp's parser raises the same)."""
+        if not self._ended:
+            raise TransferEncodingError("Not enough data to satisfy transfer length header.")
+
+    def pause_reading(self) -> None:
+        """Nothing to hold: each read is fed whole (aiohttp pauses the socket itself)."""

@@ -1,0 +1,194 @@
+"""transport/chunked.py: a chunked answer's body decoded by llhttp and fed to aiohttp's StreamReader per read.
+
+Each test has a server on 127.0.0.1 write exact bytes (its script: one socket write per item, with a
+round trip to the client between them where the test needs separate reads), and reads the answer
+through the Transport as the gateway does. The first test fails when aiohttp changes the code the
+decoder stands in for or feeds, so that the stand-in is checked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import base_protocol, client_proto
+
+from gateway.errors import StreamCut
+from gateway.upstream.endpoint import Endpoint
+from gateway.upstream.transport import HttpResponse, Transport
+
+# The aiohttp code HeadFirst and ChunkedBody answer or feed, as aiohttp 3.14 has it: the protocol's
+# calls to its parser (data_received, connection_lost, pause/resume) and the StreamReader's feed side.
+RELIED_ON = {
+    "ResponseHandler.data_received": "9bf7ecf8e50516cd",
+    "ResponseHandler.connection_lost": "84b98dfd8035e493",
+    "ResponseHandler.set_response_params": "2eb047e322481533",
+    "BaseProtocol.pause_reading": "c35fb392028cd397",
+    "BaseProtocol.resume_reading": "21dee847a31af724",
+    "StreamReader.feed_data": "7548cdda3ea70bf8",
+    "StreamReader.feed_eof": "01592f4473c176b3",
+    "StreamReader.on_eof": "ec49ed5553582498",
+}
+
+_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+Script = list[bytes | asyncio.Event]
+
+
+def _source(name: str) -> str:
+    owner, method = name.split(".")
+    cls = {"StreamReader": aiohttp.StreamReader, "ResponseHandler": client_proto.ResponseHandler,
+           "BaseProtocol": base_protocol.BaseProtocol}[owner]
+    return inspect.getsource(getattr(cls, method))
+
+
+def test_the_aiohttp_code_the_decoder_stands_in_for_is_unchanged() -> None:
+    changed = {name: hashlib.sha256(_source(name).encode()).hexdigest()[:16] for name, digest in RELIED_ON.items()
+               if hashlib.sha256(_source(name).encode()).hexdigest()[:16] != digest}
+    assert not changed, f"aiohttp changed {changed}: re-check transport/chunked.py against it"
+
+
+def _chunk(data: bytes, extension: bytes = b"") -> bytes:
+    return b"%x%s\r\n%s\r\n" % (len(data), extension, data)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, list[Script], list[int]]]:
+    """A server answering each request with the next script: its bytes items written one write each
+    (drained), an Event item waited for (the test sets it once it has read what came before). Yields
+    (base URL, the scripts, one entry per connection it accepted)."""
+    scripts: list[Script] = []
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        try:
+            while scripts:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                              if line.startswith(b"content-length:"))
+                await reader.readexactly(length)
+                for item in scripts.pop(0):
+                    if isinstance(item, asyncio.Event):
+                        await item.wait()
+                        continue
+                    writer.write(item)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", scripts, connections
+    server.close()
+    await server.wait_closed()
+
+
+async def _read(transport: Transport, base: str) -> bytes:
+    """The whole body through read_chunk, as the relay reads a stream."""
+    response = await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
+                                    first_byte=5)
+    return await _body(response)
+
+
+async def _body(response: HttpResponse) -> bytes:
+    got = b""
+    async with asyncio.timeout(10):
+        while data := await response.read_chunk():
+            got += data
+    response.release()
+    return got
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[Transport]:
+    transport = Transport()
+    await transport.start()
+    yield transport
+    await transport.close()
+
+
+EVENTS = [b'data: {"n": %d}\n\n' % n for n in range(40)]
+_WHOLE = _HEAD + b"".join(map(_chunk, EVENTS)) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("writes", [
+    pytest.param([_HEAD + b"".join(map(_chunk, EVENTS)) + b"0\r\n\r\n"], id="head-and-body-in-one-write"),
+    pytest.param([_HEAD, b"".join(map(_chunk, EVENTS)) + b"0\r\n\r\n"], id="head-then-body"),
+    pytest.param([_HEAD[:20], _HEAD[20:] + _chunk(EVENTS[0])] + [_chunk(e) for e in EVENTS[1:]] + [b"0\r\n\r\n"],
+                 id="head-in-two-writes-then-a-chunk-a-write"),
+    pytest.param([_WHOLE[i:i + 7] for i in range(0, len(_WHOLE), 7)], id="seven-bytes-a-write"),
+    pytest.param([_HEAD + b"".join(_chunk(e, b";ext=1") for e in EVENTS) + b"0\r\nx-trailer: yes\r\n\r\n"],
+                 id="chunk-extensions-and-a-trailer"),
+])
+async def test_a_chunked_body_arrives_whole_however_it_is_written(
+        server: tuple[str, list[Script], list[int]], transport: Transport, writes: Script) -> None:
+    base, scripts, _ = server
+    scripts.append(writes)
+    assert await _read(transport, base) == b"".join(EVENTS)
+
+
+async def test_a_connection_is_reused_after_a_chunked_body_and_a_length_body_after_it_reads_as_before(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, connections = server
+    whole = b'{"whole": true}'
+    scripts += [
+        [_HEAD + _chunk(b"data: 1\n\n") + b"0\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(whole), whole)],
+        [_HEAD, _chunk(b"data: 2\n\n"), b"0\r\n\r\n"],
+    ]
+    assert await _read(transport, base) == b"data: 1\n\n"
+    assert await _read(transport, base) == whole
+    assert await _read(transport, base) == b"data: 2\n\n"
+    assert len(connections) == 1
+
+
+async def test_a_malformed_chunk_after_good_ones_delivers_them_then_cuts_the_stream(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, _ = server
+    read = asyncio.Event()
+    scripts.append([_HEAD + _chunk(b"data: 1\n\n") + _chunk(b"data: 2\n\n"), read, b"zz\r\nnot a chunk\r\n"])
+    response = await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
+                                    first_byte=5)
+    async with asyncio.timeout(10):
+        assert await response.read_chunk() == b"data: 1\n\ndata: 2\n\n"
+        read.set()
+        with pytest.raises(StreamCut):
+            await response.read_chunk()
+    response.close()
+
+
+async def test_a_body_cut_by_the_closed_connection_is_a_cut_stream(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, _ = server
+    scripts.append([_HEAD + _chunk(b"data: 1\n\n") + b"40\r\nonly part of it"])
+    response = await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
+                                    first_byte=5)
+    got = b""
+    with pytest.raises(StreamCut, match="ended before it was complete"):
+        async with asyncio.timeout(10):
+            while data := await response.read_chunk():
+                got += data
+    assert got.startswith(b"data: 1\n\n")
+    response.close()
+
+
+async def test_bytes_after_the_end_of_a_body_keep_the_connection_out_of_the_pool(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, connections = server
+    scripts += [[_HEAD + _chunk(b"data: 1\n\n") + b"0\r\n\r\ngarbage after the end"],
+                [_HEAD + _chunk(b"data: 2\n\n") + b"0\r\n\r\n"]]
+    assert await _read(transport, base) == b"data: 1\n\n"
+    assert await _read(transport, base) == b"data: 2\n\n"
+    assert len(connections) == 2
+
+
+async def test_an_interim_100_continue_before_the_answer_is_skipped(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, _ = server
+    scripts.append([b"HTTP/1.1 100 Continue\r\n\r\n" + _HEAD + b"".join(map(_chunk, EVENTS)) + b"0\r\n\r\n"])
+    assert await _read(transport, base) == b"".join(EVENTS)
