@@ -16,6 +16,7 @@ tests/upstream/test_transport_chunked.py digests the aiohttp code this relies on
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httptools
@@ -82,13 +83,16 @@ class HeadFirst:
 class ChunkedBody:
     """One answer's chunked body: each read decoded by llhttp, its pieces fed to the StreamReader at once."""
 
-    __slots__ = ("_content", "_ended", "_llhttp", "_pieces", "_protocol", "on_body")
+    __slots__ = ("_content", "_ended", "_llhttp", "_pieces", "_protocol", "on_body", "reader")
 
     def __init__(self, protocol: ResponseHandler, content: StreamReader) -> None:
         self._protocol = protocol
         self._content = content
         self._pieces: list[bytes] = []
         self._ended = False
+        # The StreamReader's waiter while HttpResponse.read_chunk waits on an empty buffer: a read's
+        # bytes are handed to it directly (see _deliver).
+        self.reader: asyncio.Future[bytes | None] | None = None
         # httptools calls these by the names it finds on this object when the parser is made.
         self.on_body = self._pieces.append  # a C call per HTTP chunk, no Python frame
         self._llhttp = httptools.HttpResponseParser(self)
@@ -108,7 +112,7 @@ class ChunkedBody:
             error = exc
         pieces = self._pieces
         if pieces:  # what came before an error is delivered first, as aiohttp's parser does
-            self._content.feed_data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             pieces.clear()
         if self._ended:
             if error is not None:  # bytes after the answer's end: this connection is not used again
@@ -119,6 +123,20 @@ class ChunkedBody:
         elif error is not None:
             raise TransferEncodingError(f"malformed chunked body: {error}") from None
         return _NOTHING
+
+    def _deliver(self, data: bytes) -> None:
+        """A paced stream's every read finds the reader waiting on an empty buffer: the bytes go to it as
+        the waiter's result, counted as aiohttp counts a read (total fed, cursor), instead of through
+        StreamReader.feed_data, its buffer and its accounting when read (~100 Python opcodes a chunk)."""
+        reader, content = self.reader, self._content
+        if reader is None or reader.done() or content._buffer:
+            content.feed_data(data)
+            return
+        self.reader = content._waiter = None
+        size = len(data)
+        content.total_bytes += size
+        content._cursor += size
+        reader.set_result(data)
 
     def feed_eof(self) -> None:
         """The connection closed: a body not ended is incomplete (aiohttp's parser raises the same)."""

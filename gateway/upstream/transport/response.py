@@ -9,12 +9,13 @@ from collections.abc import Mapping
 import aiohttp
 
 from gateway.errors import StreamCut, UpstreamProtocolError, UpstreamTimeout
+from gateway.upstream.transport.chunked import ChunkedBody
 
 
 class HttpResponse:
     """An upstream response whose body is read in pieces; close() drops the connection at once."""
 
-    __slots__ = ("_idle", "_lean", "_loop", "_response", "_seen", "_since", "_watch", "headers", "status")
+    __slots__ = ("_body", "_idle", "_lean", "_loop", "_response", "_seen", "_since", "_watch", "headers", "status")
 
     def __init__(self, response: aiohttp.ClientResponse, *, total: float | None = None) -> None:
         self._response = response
@@ -27,6 +28,10 @@ class HttpResponse:
         self._idle = 0.0
         self._seen = 0  # the body's byte count at the watch's last look
         self._since = 0.0  # loop time of the last look that saw it move
+        # A chunked body still arriving is decoded by a ChunkedBody, which hands a waiting read its bytes.
+        protocol = response.connection.protocol if response.connection is not None else None
+        body: object = protocol._parser if protocol is not None else None
+        self._body = body if isinstance(body, ChunkedBody) else None
 
     async def read_all(self, limit: int) -> bytes:
         """The whole body; more than `limit` bytes is refused as a malformed answer."""
@@ -70,11 +75,20 @@ class HttpResponse:
                 buffer = content._buffer
                 if not buffer and content._waiter is None and not content._eof and content._exception is None \
                         and content._protocol.transport is not None:
-                    waiter = content._waiter = self._loop.create_future()
+                    waiter: asyncio.Future[bytes | None] = self._loop.create_future()
+                    content._waiter = waiter  # type: ignore[assignment]
+                    body = self._body
+                    if body is not None:
+                        body.reader = waiter
                     try:
-                        await waiter  # fed, ended or failed by the protocol (or the idle watch)
+                        # fed, ended or failed by the protocol (or the idle watch), or a read's bytes
+                        handed = await waiter
                     finally:
                         content._waiter = None
+                        if body is not None:
+                            body.reader = None
+                    if handed:
+                        return handed
                 if buffer and not content._buffer_offset and content._exception is None:
                     if len(buffer) == 1:
                         data = buffer.popleft()
