@@ -2,8 +2,9 @@
 
 Each test has a server on 127.0.0.1 write exact bytes (its script: one socket write per item, with a
 round trip to the client between them where the test needs separate reads), and reads the answer
-through the Transport as the gateway does. The first test fails when aiohttp changes the code the
-decoder stands in for or feeds, so that the stand-in is checked again.
+through the Transport as the gateway does, on asyncio's loop and on uvloop's (conftest.py). The
+first test fails when aiohttp changes the code the decoder stands in for or feeds, so that the
+stand-in is checked again.
 """
 
 from __future__ import annotations
@@ -90,9 +91,12 @@ async def server() -> AsyncIterator[tuple[str, list[Script], list[int]]]:
 
 async def _read(transport: Transport, base: str) -> bytes:
     """The whole body through read_chunk, as the relay reads a stream."""
-    response = await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
-                                    first_byte=5)
-    return await _body(response)
+    return await _body(await _send(transport, base))
+
+
+async def _send(transport: Transport, base: str) -> HttpResponse:
+    return await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
+                                first_byte=5)
 
 
 async def _body(response: HttpResponse) -> bytes:
@@ -192,3 +196,71 @@ async def test_an_interim_100_continue_before_the_answer_is_skipped(
     base, scripts, _ = server
     scripts.append([b"HTTP/1.1 100 Continue\r\n\r\n" + _HEAD + b"".join(map(_chunk, EVENTS)) + b"0\r\n\r\n"])
     assert await _read(transport, base) == b"".join(EVENTS)
+
+
+async def test_past_its_first_token_a_stream_reads_straight_from_the_connection_and_gives_it_back(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    """After set_read_timeout (the relay's idle watch) the body's decoder is the connection's protocol:
+    each paced chunk read as it comes, and aiohttp's protocol has the connection again at the end (the
+    next answer on it reads as before)."""
+    base, scripts, connections = server
+    steps = [asyncio.Event() for _ in EVENTS]
+    script: Script = [_HEAD + _chunk(EVENTS[0])]
+    for event, step in zip(EVENTS[1:], steps, strict=False):
+        script += [step, _chunk(event)]
+    scripts += [[*script, steps[-1], b"0\r\n\r\n"], [_HEAD + _chunk(b"data: next\n\n") + b"0\r\n\r\n"]]
+    response = await _send(transport, base)
+    connection = response._response.connection
+    assert connection is not None and connection.transport is not None
+    socket, protocol = connection.transport, connection.protocol
+    async with asyncio.timeout(10):
+        assert await response.read_chunk() == EVENTS[0]
+        response.set_read_timeout(5)
+        assert type(socket.get_protocol()).__name__ == "ChunkedBody"
+        for event, step in zip(EVENTS[1:], steps, strict=False):
+            step.set()
+            assert await response.read_chunk() == event
+        steps[-1].set()
+        assert await response.read_chunk() == b""
+    response.release()
+    assert socket.get_protocol() is protocol
+    assert await _read(transport, base) == b"data: next\n\n"
+    assert len(connections) == 1
+
+
+async def test_a_malformed_chunk_read_straight_from_the_connection_cuts_the_stream(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, _ = server
+    read = asyncio.Event()
+    scripts.append([_HEAD + _chunk(b"data: 1\n\n"), read, b"zz\r\nnot a chunk\r\n"])
+    response = await _send(transport, base)
+    async with asyncio.timeout(10):
+        assert await response.read_chunk() == b"data: 1\n\n"
+        response.set_read_timeout(5)
+        read.set()
+        with pytest.raises(StreamCut):
+            await response.read_chunk()
+    response.close()
+
+
+async def test_a_stream_closed_while_reading_straight_from_the_connection_ends_its_connection(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    """A client that goes away closes the upstream answer mid-body: the connection closes (aiohttp's
+    protocol is told), and the next request opens a new one."""
+    base, scripts, connections = server
+    never = asyncio.Event()
+    scripts += [[_HEAD + _chunk(b"data: 1\n\n"), never], [_HEAD + _chunk(b"data: 2\n\n") + b"0\r\n\r\n"]]
+    response = await _send(transport, base)
+    connection = response._response.connection
+    assert connection is not None and connection.protocol is not None
+    protocol = connection.protocol
+    async with asyncio.timeout(10):
+        assert await response.read_chunk() == b"data: 1\n\n"
+        response.set_read_timeout(5)
+        closed = protocol.closed  # set by aiohttp's protocol's connection_lost
+        response.close()
+        assert closed is not None
+        await closed
+        never.set()
+        assert await _read(transport, base) == b"data: 2\n\n"
+    assert len(connections) == 2

@@ -80,16 +80,21 @@ class HeadFirst:
         self._parser.pause_reading()
 
 
-class ChunkedBody:
-    """One answer's chunked body: each read decoded by llhttp, its pieces fed to the StreamReader at once."""
+class ChunkedBody(asyncio.Protocol):
+    """One answer's chunked body: each read decoded by llhttp, its pieces fed to the StreamReader at once.
 
-    __slots__ = ("_content", "_ended", "_llhttp", "_pieces", "_protocol", "on_body", "reader")
+    aiohttp's protocol (`_protocol`) calls it as its parser. Once take_reads() is called it is also the
+    connection's protocol, so that reads come here straight from the event loop; it forwards the
+    rest to aiohttp's protocol, and gives the connection back when the body ends or breaks."""
+
+    __slots__ = ("_content", "_direct", "_ended", "_llhttp", "_pieces", "_protocol", "on_body", "reader")
 
     def __init__(self, protocol: ResponseHandler, content: StreamReader) -> None:
         self._protocol = protocol
         self._content = content
         self._pieces: list[bytes] = []
         self._ended = False
+        self._direct = False  # the connection's protocol (take_reads)
         # The StreamReader's waiter while HttpResponse.read_chunk waits on an empty buffer: a read's
         # bytes are handed to it directly (see _deliver).
         self.reader: asyncio.Future[bytes | None] | None = None
@@ -115,11 +120,13 @@ class ChunkedBody:
             self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             pieces.clear()
         if self._ended:
+            if self._direct:
+                self._give_back()
             if error is not None:  # bytes after the answer's end: this connection is not used again
                 self._protocol.force_close()
             # What comes after the end waits for the next answer's parser (aiohttp's protocol keeps it).
             self._protocol._parser = None
-            self._content.feed_eof()
+            self._content.feed_eof()  # releases the connection to the pool
         elif error is not None:
             raise TransferEncodingError(f"malformed chunked body: {error}") from None
         return _NOTHING
@@ -145,3 +152,42 @@ class ChunkedBody:
 
     def pause_reading(self) -> None:
         """Nothing to hold: each read is fed whole (aiohttp pauses the socket itself)."""
+
+    def take_reads(self) -> None:
+        """From now on the connection's reads come here from the event loop, not through aiohttp's
+        protocol, whose data_received (~60 Python opcodes a read) mostly re-arms its read timer: called
+        by HttpResponse.set_read_timeout once it has retired that timer (a stream past its first token)."""
+        transport = self._protocol.transport
+        if transport is None or self._ended or self._direct or self._protocol.read_timeout is not None:
+            return
+        self._direct = True
+        transport.set_protocol(self)
+
+    def _give_back(self) -> None:
+        self._direct = False
+        transport = self._protocol.transport
+        if transport is not None:
+            transport.set_protocol(self._protocol)
+
+    # asyncio.Protocol, after take_reads: reads decoded here, the rest forwarded to aiohttp's protocol.
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.feed_data(data)
+        except TransferEncodingError:
+            # aiohttp's protocol answers a malformed body its own way: its parser (this object, whose
+            # llhttp stays in error) raises again when it is given the read.
+            self._give_back()
+            self._protocol.data_received(data)
+
+    def eof_received(self) -> None:
+        self._protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._protocol.resume_writing()

@@ -124,6 +124,8 @@ class HttpResponse:
         if connection is not None and connection.protocol is not None:
             connection.protocol.read_timeout = None
             connection.protocol.start_timeout()  # drops aiohttp's pending timer
+        if self._body is not None:
+            self._body.take_reads()
         self._stop_watch()
         loop = asyncio.get_running_loop()
         self._idle, self._seen, self._since = seconds, self._response.content.total_bytes, loop.time()
