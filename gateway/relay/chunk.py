@@ -116,7 +116,7 @@ _WATCHED = tuple(
     (b'"%s"' % key, (b'"%s":null' % key, b'"%s": null' % key)) for key in (b"finish_reason", b"usage", b"error")
 )
 _START = b"data: {"
-_FEW = 4  # a key seen this often or less in a read has its occurrences looked at one by one
+_FEW = 2  # the last occurrences of a key in a read looked at one by one before the rest is counted
 _BETWEEN = b"}\n\ndata: {"
 _DONE_EVENT = b"data: [DONE]"
 
@@ -245,49 +245,45 @@ def _suspects(blob: bytes, events: list[bytes]) -> list[int]:
 
 
 def _valued_keys(data: bytes) -> list[int]:
-    """Offsets of the finish_reason, usage and error keys in `data` whose value is not null. Each key
-    is counted, and so are its null forms when it is in many events; the few left with a value are
-    looked for from the end, where a stream's finish and usage are (bytes scans cost about two
-    instructions a byte here, so a read of a whole stream is scanned as few times as will do)."""
+    """Offsets of the finish_reason, usage and error keys in `data` whose value is not null. Each key's
+    last few occurrences are looked at one by one from the end, where a stream's finish and usage
+    are; only a key seen more often is counted, with its null forms, in the rest of the read. A key
+    absent from the read (usage and error, usually) costs one rfind, which CPython 3.11 runs ~3x faster
+    than count() or find() for these needles (timeit: ~1.1 against ~3.4 us over an unpaced stream's
+    8.8 KB), though callgrind counts about as many instructions for each."""
     found: list[int] = []
-    for key, (null, spaced) in _WATCHED:
-        seen = data.count(key)
-        if not seen:
-            continue
-        valued = seen
-        if seen > _FEW:
-            valued -= data.count(null)
-            if valued:
-                valued -= data.count(spaced)
-        _valued_from_end(data, key, (null, spaced), seen, valued, found)
+    for key, nulls in _WATCHED:
+        null, spaced = nulls
+        high = len(data)
+        for _ in range(_FEW):
+            at = data.rfind(key, 0, high)
+            if at < 0:
+                break
+            if not (data.startswith(null, at) or data.startswith(spaced, at)):
+                found.append(at)
+            high = at
+        else:
+            _valued_before(data, key, nulls, high, found)
     return found
 
 
-def _valued_from_end(data: bytes, key: bytes, nulls: tuple[bytes, bytes], seen: int, valued: int,
-                     found: list[int]) -> None:
-    """Append to `found` the offsets of the `valued` occurrences of `key` (of `seen`) not followed by a
-    null form, walking back from the end; past a few steps the rest is found by blanking the null
-    forms out of a copy (same length: offsets stay), so a value early in a long read costs no loop."""
+def _valued_before(data: bytes, key: bytes, nulls: tuple[bytes, bytes], high: int, found: list[int]) -> None:
+    """Append to `found` the offsets of the occurrences of `key` in data[:high] not followed by a null
+    form. Counted: as many nulls as keys (the usual case) settles it in two scans; otherwise the null
+    forms are blanked out of a copy (same length: offsets stay) and what is left of the key is found."""
     null, spaced = nulls
-    high = len(data)
-    steps = 0
-    while valued > 0 and seen > 0:
-        if steps == 8:
-            masked = data[:high].replace(null, b"-" * len(null)).replace(spaced, b"-" * len(spaced))
-            at = masked.find(key)
-            while at >= 0:
-                found.append(at)
-                at = masked.find(key, at + 1)
-            return
-        at = data.rfind(key, 0, high)
-        if at < 0:
-            return
-        if not (data.startswith(null, at) or data.startswith(spaced, at)):
+    seen = data.count(key, 0, high)
+    if not seen:
+        return
+    valued = seen - data.count(null, 0, high)  # the compact form first: most encoders write it
+    if valued > 0:
+        valued -= data.count(spaced, 0, high)
+    if valued > 0:
+        masked = data[:high].replace(null, b"-" * len(null)).replace(spaced, b"-" * len(spaced))
+        at = masked.find(key)
+        while at >= 0:
             found.append(at)
-            valued -= 1
-        seen -= 1
-        steps += 1
-        high = at
+            at = masked.find(key, at + 1)
 
 
 _KEY_NAMES = frozenset({b"finish_reason", b"usage", b"error"})
@@ -306,34 +302,35 @@ class PlainFrame:
     counts are the event's. A stream whose deltas do not fit a frame (text with quotes, a field that
     changes per event) learns a few times, then stops trying."""
 
-    __slots__ = ("_head", "_misses", "_tail")
+    __slots__ = ("_head", "_misses", "_start", "_stop", "_tail")
 
     _GIVE_UP = 8  # plain reads in a row that did not fit, each followed by a look for a new frame
 
     def __init__(self) -> None:
-        self._head = b""  # empty: no frame
+        self._head = b""
         self._tail = b""
+        self._start = 0  # len(head), 0: no frame
+        self._stop = 0  # -len(tail): the text of a read is read[start:stop]
         self._misses = 0
 
     def judge(self, data: bytes) -> int | tuple[Run, ...] | None:
         """read_runs(data), for a read that starts a new event."""
-        head, tail = self._head, self._tail
-        if head:
-            end = len(data) - len(tail)
-            if end >= len(head) and data.startswith(head) and data.endswith(tail):
-                text = data[len(head):end]
-                if (_NOT_IN_TEXT.isdisjoint(text) if len(text) <= 32 else
-                        text.find(b'"') < 0 and text.find(b"\n") < 0 and text.find(b"\r") < 0) \
-                        and text not in _KEY_NAMES:
-                    self._misses = 0
-                    return 1
+        start = self._start
+        # endswith from `start`: the tail must follow the head, not overlap it.
+        if start and data.startswith(self._head) and data.endswith(self._tail, start):
+            text = data[start:self._stop]
+            if (_NOT_IN_TEXT.isdisjoint(text) if len(text) <= 32 else
+                    text.find(b'"') < 0 and text.find(b"\n") < 0 and text.find(b"\r") < 0) \
+                    and text not in _KEY_NAMES:
+                self._misses = 0
+                return 1
         verdict = read_runs(data)
         if verdict == 1 and self._misses < self._GIVE_UP:
             self._misses += 1
             if self._misses < self._GIVE_UP:
                 self._learn(data)
             else:
-                self._head = b""  # given up: no frame is tried again
+                self._head, self._start = b"", 0  # given up: no frame is tried again
         return verdict
 
     def _learn(self, event: bytes) -> None:
@@ -342,4 +339,4 @@ class PlainFrame:
         start = event.rfind(b'":"') + 3
         end = event.find(b'"', start) if start > 2 else -1
         if end >= 0 and event.find(b"\\", start, end) < 0:
-            self._head, self._tail = event[:start], event[end:]
+            self._head, self._tail, self._start, self._stop = event[:start], event[end:], start, end - len(event)
