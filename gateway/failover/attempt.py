@@ -8,13 +8,13 @@ client's time says nothing about the upstream's health.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import orjson
 
 from gateway.config.schema import UpstreamLimits
+from gateway.cutoff import Cutoff
 from gateway.errors import StreamCut, UpstreamProtocolError, UpstreamTimeout
 from gateway.failover.deadline import Deadline
 from gateway.relay.chunk import Run, read_runs
@@ -106,7 +106,7 @@ async def _read_whole(response: UpstreamResponse, limit: int, stream: bool, targ
         return await response.read_all(limit)
     seconds = deadline.cap(target.timeouts.response)
     try:
-        async with asyncio.timeout(seconds):
+        with Cutoff(seconds):
             return await response.read_all(limit)
     except TimeoutError:
         raise UpstreamTimeout(f"{target.provider_id} did not finish its answer within {seconds:g}s",
@@ -120,7 +120,7 @@ async def _first_content(target: Target, dialect: Dialect, response: UpstreamRes
     held: list[bytes] = []
     limit = deadline.cap(first_token)
     try:
-        async with asyncio.timeout(limit):
+        with Cutoff(limit):  # it bounds several reads together, which aiohttp's per-read timer does not
             while True:
                 data = await response.read_chunk()
                 if not data:

@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.cutoff import Cutoff
 from gateway.errors import StreamCut, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from gateway.relay.chunk import Chunk, MalformedChunk, PlainFrame, Run, interpret, plain_runs
 from gateway.relay.sse import DONE_EVENT, EventSplitter, event_data
@@ -286,7 +287,7 @@ def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript
 async def _read_by_deadline(source: UpstreamResponse, expires: float) -> bytes:
     """A read near the deadline, bounded by it (further off, the transport's idle timeout fires first)."""
     try:
-        async with asyncio.timeout(max(0.0, expires - time.monotonic())):
+        with Cutoff(max(0.0, expires - time.monotonic())):
             return await source.read_chunk()
     except TimeoutError:
         raise UpstreamTimeout("the request deadline ran out mid-stream", phase="deadline") from None
