@@ -229,32 +229,39 @@ class LeanCycle(RequestResponseCycle):
         self._completed()
         return True
 
-    def write_stream_start(self, status: int, headers: list[tuple[bytes, bytes]], first: bytes) -> bool:
+    def write_stream_start(self, status: int, headers: list[tuple[bytes, bytes]], first: bytes,
+                           more: bool = True) -> bool:
         """Send `{"type": "http.response.start", "status": status, "headers": headers}` (no length: a
-        chunked answer) then `{"type": "http.response.body", "body": first, "more_body": True}`, without
-        the messages and their awaits; False when send() must take them (as for write_answer)."""
+        chunked answer) then `{"type": "http.response.body", "body": first, "more_body": more}`, without
+        the messages and their awaits; False when send() must take them (as for write_answer). With
+        `more` False, `first` is the whole stream: head, bytes and end go in one write."""
         if self.flow.write_paused or self.disconnected or self.response_started:
             return False
         lines = self._plain_start(status, headers)
         if lines is None:
             self._start(status, headers)
-            self._body(first, True)
+            self._body(first, more)
             return True
         # What _start and _body would write (the head, then the first piece), in one write.
         self.chunked_encoding = True
-        self._pieces = True
+        end = b"\r\n" if more else b"\r\n0\r\n\r\n"
         request_id: bytes | None = self.scope.get(LINE_KEY)  # type: ignore[assignment]  # the middleware's line
         self.transport.write(b"".join((STATUS_LINE[status], _default_lines(self.default_headers), *lines,
                                        request_id or b"", b"transfer-encoding: chunked\r\n\r\n",
-                                       _chunk(first, b"\r\n") if first else b"")))
+                                       _chunk(first, end) if first else end[2:])))
+        if more:
+            self._pieces = True
+        else:
+            self._completed()
         return True
 
-    def write_stream_end(self) -> bool:
-        """Send `{"type": "http.response.body", "body": b""}`, the end of a chunked answer, without the
-        message and the await; False when send() must take it (as for write_piece)."""
+    def write_stream_end(self, last: bytes = b"") -> bool:
+        """Send `{"type": "http.response.body", "body": last}`, the last piece (if any) and the end of a
+        chunked answer in one write, without the message and the await; False when send() must take it
+        (as for write_piece)."""
         if not self._pieces or self.flow.write_paused or self.disconnected:
             return False
-        self._body(b"", False)
+        self._body(last, False)
         return True
 
     def write_piece(self, body: bytes) -> bool:
@@ -306,16 +313,17 @@ def write_answer(send: Any, status: int, headers: list[tuple[bytes, bytes]], bod
     return type(cycle) is LeanCycle and cycle.write_answer(status, headers, body)
 
 
-def write_stream_start(send: Any, status: int, headers: list[tuple[bytes, bytes]], first: bytes) -> bool:
+def write_stream_start(send: Any, status: int, headers: list[tuple[bytes, bytes]], first: bytes,
+                       more: bool = True) -> bool:
     """The cycle's write_stream_start when `send` is a LeanCycle's own send; False: send() must take it."""
     cycle = getattr(send, "__self__", None)
-    return type(cycle) is LeanCycle and cycle.write_stream_start(status, headers, first)
+    return type(cycle) is LeanCycle and cycle.write_stream_start(status, headers, first, more)
 
 
-def write_stream_end(send: Any) -> bool:
+def write_stream_end(send: Any, last: bytes = b"") -> bool:
     """The cycle's write_stream_end when `send` is a LeanCycle's own send; False: send() must take it."""
     cycle = getattr(send, "__self__", None)
-    return type(cycle) is LeanCycle and cycle.write_stream_end()
+    return type(cycle) is LeanCycle and cycle.write_stream_end(last)
 
 
 def piece_writer(send: Any) -> Callable[[bytes], bool] | None:

@@ -116,6 +116,10 @@ STREAMS: dict[str, tuple[Headers, bytes]] = {
     "/sse-empty-first": ([(b"content-type", b"text/event-stream")], b""),
     "/sse-new": ([(b"content-type", b"text/event-stream"), (b"x-trace", b"t-2")], b"data: 0\n\n"),  # never remembered
     "/sse-close": ([(b"connection", b"close")], b"data: 0\n\n"),
+    # The first piece is the whole stream (head, bytes and end in one write); the last piece goes with the end.
+    "/sse-whole": ([(b"content-type", b"text/event-stream"), (b"x-gateway-model", b"m")], b"data: 0\n\n"),
+    "/sse-whole-empty": ([(b"content-type", b"text/event-stream")], b""),
+    "/sse-last": ([(b"content-type", b"text/event-stream"), (b"x-gateway-model", b"m")], b"data: 0\n\n"),
 }
 streamed: list[tuple[bool, bool, bool]] = []  # per stream: start written, end written, a second end refused
 
@@ -123,17 +127,22 @@ streamed: list[tuple[bool, bool, bool]] = []  # per stream: start written, end w
 async def _stream(path: str, send: Send) -> None:
     """A stream written by http_cycle's plain calls under the gateway's server, else by sends."""
     headers, first = STREAMS[path]
-    started = http_cycle.write_stream_start(send, 200, headers, first)
+    more = not path.startswith("/sse-whole")
+    started = http_cycle.write_stream_start(send, 200, headers, first, more)
     if not started:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": first, "more_body": True})
+        await send({"type": "http.response.body", "body": first, "more_body": more})
+    if not more:
+        streamed.append((started, started, not http_cycle.write_stream_end(send)))
+        return
     write = http_cycle.piece_writer(send)
     for piece in WRITTEN:
         if write is None or not write(piece):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
-    ended = http_cycle.write_stream_end(send)
+    last = b"data: last\n\n" if path == "/sse-last" else b""
+    ended = http_cycle.write_stream_end(send, last)
     if not ended:
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": last})
     streamed.append((started, ended, not http_cycle.write_stream_end(send)))
 
 
@@ -280,6 +289,20 @@ async def test_a_stream_written_without_send_is_the_bytes_send_would_write(serve
     assert lean.count(b"x-gateway-model: m\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 0\n\n\r\n") == 2
     assert lean.count(b"\r\n0\r\n\r\n") == 2
     assert all(pair in http_cycle._known for pair in STREAMS["/sse"][0])  # so the second took the one write
+
+
+async def test_a_whole_stream_or_its_last_piece_goes_with_the_end_as_send_would_write_it(
+    servers: tuple[int, int]
+) -> None:
+    plain_port, lean_port = servers
+    for path, tail in (("/sse-whole", b"9\r\ndata: 0\n\n\r\n0\r\n\r\n"), ("/sse-whole-empty", b"\r\n\r\n0\r\n\r\n"),
+                       ("/sse-last", b"\r\nc\r\ndata: last\n\n\r\n0\r\n\r\n")):
+        streamed.clear()
+        plain = await exchange(plain_port, request(path) + request(path))
+        lean = await exchange(lean_port, request(path) + request(path))
+        assert streamed == [(False, False, True)] * 2 + [(True, True, True)] * 2, path
+        assert lean == plain, path
+        assert lean.count(tail) == 2 and lean.count(b"0\r\n\r\n") == 2, path
 
 
 async def test_the_stream_writers_refuse_what_only_send_may_do(servers: tuple[int, int]) -> None:

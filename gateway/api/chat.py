@@ -26,11 +26,12 @@ from gateway.api.accounting import RequestRecord, admit, finish
 from gateway.api.client_watch import ClientGone, Watched
 from gateway.api.middleware import request_headers
 from gateway.api.middleware import request_id as request_id_of
+from gateway.api.request_body import received_body, too_large
 from gateway.api.send import JSON, send_error
 from gateway.api.validate import check_chat_body, check_common
 from gateway.auth import Caller
 from gateway.drain import Drain, ShuttingDown, consume_cut
-from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, PayloadTooLarge, UpstreamError
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, UpstreamError
 from gateway.failover.deadline import Deadline
 from gateway.failover.run import AllTargetsFailed, Served
 from gateway.http_cycle import piece_writer, whole_body, write_answer, write_stream_end, write_stream_start
@@ -144,9 +145,9 @@ class Pipeline:
             # (http_cycle.whole_body: no receive(), no await), else in the first message; not in a coroutine.
             raw = whole_body(receive)
             if raw is None:
-                raw = await _received_body(receive, limit)
+                raw = await received_body(receive, limit)
             elif len(raw) > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
             body = self._parse(raw, caller, context)
             watched = Watched(scope, receive, task)
             try:  # no coroutine layer for the watch: each would be paid again on every resume
@@ -216,7 +217,7 @@ class Pipeline:
         context.caller = caller.name
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         return caller
 
     def _parse(self, raw: bytes, caller: Caller, context: RequestRecord) -> dict[str, Any]:
@@ -257,27 +258,49 @@ class Pipeline:
         context.relay = result
         context.status = 200
         pieces = protocol.relay(served, body, deadline.expires, result)
-        # aclosing: if the client goes away mid-send, the stream (and with it the upstream) closes now.
-        # The first piece (replayed from memory) is taken before the headers go out, so that from the
-        # first send on, closing the stream is what releases the upstream and settles its target.
-        # Under the gateway's own server the head and each piece are written by a plain call (http_cycle's
-        # write_stream_start, piece_writer, write_stream_end) unless the client is slow to read: then
-        # send() waits for it.
+        # aclosing: if the client goes away mid-send, the stream (and with it the upstream) closes now. Under
+        # the gateway's own server the head and pieces are written by plain calls (http_cycle) unless the
+        # client is slow to read: then send() waits for it. A piece that comes with result.completed set is
+        # the upstream's last: what follows needs no I/O, so it is taken at once and goes with the end.
         write = piece_writer(send)
         async with contextlib.aclosing(pieces):
-            first = await anext(pieces)
-            context.responding = True
-            head = _SSE_HEADERS + out_headers
-            if not write_stream_start(send, 200, head, first):
-                await send({"type": "http.response.start", "status": 200, "headers": head})
-                await send({"type": "http.response.body", "body": first, "more_body": True})
-            async for piece in pieces:
+            whole = await _stream_start(pieces, result, _SSE_HEADERS + out_headers, send, watched, context)
+            last = b""
+            async for piece in pieces:  # none left when whole
+                if result.completed:
+                    last = await _with_rest(piece, pieces)
+                    break
                 if write is None or not write(piece):
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
-        watched.finishing = True
-        if not write_stream_end(send):
-            await send({"type": "http.response.body", "body": b""})
+        if not whole:
+            watched.finishing = True
+            if not write_stream_end(send, last):
+                await send({"type": "http.response.body", "body": last})
         context.usage = result.usage
+
+
+async def _stream_start(pieces: AsyncGenerator[bytes, None], result: RelayResult, head: list[tuple[bytes, bytes]],
+                        send: Send, watched: Watched, context: RequestRecord) -> bool:
+    """The stream's head and first piece; True when that was all of it (an unpaced stream: head, bytes and
+    end in one write). The first piece is replayed from memory, so nothing is awaited for it; it is taken
+    before the head goes out, so that from the first send on, closing the stream is what releases the
+    upstream and settles its target. (A coroutine awaited once: none of the stream's reads resume it.)"""
+    first = await anext(pieces)
+    context.responding = True
+    whole = result.completed
+    if whole:
+        first = await _with_rest(first, pieces)
+        watched.finishing = True
+    if not write_stream_start(send, 200, head, first, not whole):
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": first, "more_body": not whole})
+    return whole
+
+
+async def _with_rest(piece: bytes, pieces: AsyncGenerator[bytes, None]) -> bytes:
+    """`piece` and all the stream gives after it, once the upstream's stream is complete (nothing to wait for)."""
+    rest = [more async for more in pieces]
+    return piece + b"".join(rest) if rest else piece
 
 
 def _note_error(context: RequestRecord, error: GatewayError) -> None:
@@ -319,46 +342,6 @@ def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
             (b"x-gateway-fallbacks", _COUNTS[fallbacks] if fallbacks < 10 else str(fallbacks).encode())]
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
-
-
-async def _received_body(receive: Receive, limit: int) -> bytes:
-    """The body through receive() (another server, or a body still arriving): at most `limit` bytes."""
-    first = await receive()
-    raw = _whole_body(first, limit)
-    return raw if raw is not None else await _read_rest(receive, first, limit)
-
-
-def _whole_body(message: Message, limit: int) -> bytes | None:
-    """The request body when this first message holds all of it (the usual case), at most `limit`
-    bytes (413 beyond); None when more parts follow (see _read_rest)."""
-    if message["type"] != "http.request" or message.get("more_body", False):
-        return None
-    body: bytes = message.get("body", b"")
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
-
-
-async def _read_rest(receive: Receive, message: Message, limit: int) -> bytes:
-    """A body in several messages, from the first: at most `limit` bytes (413 beyond); a client gone
-    meanwhile raises ClientGone."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-        message = await receive()
-
-
 def parse_object(raw: bytes) -> dict[str, Any]:
     """A JSON object with a non-empty string `model`: what every inbound protocol starts from."""
     try:
@@ -372,7 +355,6 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest("`model` is required and must be a string.", param="model")
     check_common(body, raw)
     return body
-
 
 
 def _deadline_seconds(total: float, header: str | None) -> float:

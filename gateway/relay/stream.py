@@ -44,7 +44,7 @@ class RelayResult:
     usage: dict[str, Any] | None = None
     chunks: int = 0
     finished: bool = False
-    completed: bool = False
+    completed: bool = False  # the upstream's stream is complete: set before the relay yields its last bytes
     error_type: str | None = None
     first_write_at: float | None = None
 
@@ -113,12 +113,14 @@ async def relay(
                     else:
                         sent, done, broken = _client_bytes(pending, result, transcript, wants_usage, edit, process,
                                                            secrets)
+                        if done:  # set before the last bytes go: the pipeline then ends the answer with them
+                            result.completed = True
                         if sent:
                             yield sent
                         if broken is not None:
                             raise broken
                         if done:
-                            result.completed = clean = True
+                            clean = True
                             break
                     try:
                         # Far from the deadline the transport's idle timeout fires first; near it, the deadline does.
