@@ -12,6 +12,7 @@ from aiohttp.helpers import BaseTimerContext, TimeoutHandle, TimerNoop
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.cutoff import Cutoff
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
 from gateway.upstream.transport.chunked import read_head_first
@@ -80,7 +81,7 @@ class Transport:
             if first_byte is None:
                 response = await self._exchange(url, sent, head, body, timeout)
             else:
-                async with asyncio.timeout(first_byte):
+                with Cutoff(first_byte):
                     response = await self._exchange(url, sent, head, body, timeout)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamConnectError(f"connecting to {endpoint.provider_id} timed out after {connect:g}s") \
