@@ -264,3 +264,33 @@ async def test_a_stream_closed_while_reading_straight_from_the_connection_ends_i
         never.set()
         assert await _read(transport, base) == b"data: 2\n\n"
     assert len(connections) == 2
+
+
+async def test_a_big_body_read_straight_from_the_connection_pauses_and_resumes_it(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    """Megabytes arriving faster than they are read fill aiohttp's buffer past its high-water mark: the
+    socket is paused and resumed as with aiohttp's own protocol, and every byte arrives in order."""
+    base, scripts, _ = server
+    sent = [bytes([65 + n]) * 1_000_000 for n in range(6)]
+    scripts.append([_HEAD + _chunk(b"data: 0\n\n"), *map(_chunk, sent), b"0\r\n\r\n"])
+    response = await _send(transport, base)
+    content = response._response.content
+    protocol = content._protocol
+    paused = asyncio.Event()
+    pause = protocol.pause_reading
+
+    def counted() -> None:
+        paused.set()
+        pause()
+
+    protocol.pause_reading = counted  # type: ignore[method-assign]
+    async with asyncio.timeout(30):
+        got = await response.read_chunk()
+        response.set_read_timeout(5)
+        assert protocol.transport is not None
+        assert type(protocol.transport.get_protocol()).__name__ == "ChunkedBody"
+        await paused.wait()  # the buffer filled past its mark while nothing was read
+        while data := await response.read_chunk():
+            got += data
+    assert got == b"data: 0\n\n" + b"".join(sent)
+    response.release()
