@@ -85,11 +85,12 @@ class Served:
         self, *, wants_usage: bool, result: RelayResult, recover: bool = True, process: EventProcessor | None = None,
         failure: Callable[[dict[str, Any]], bytes] = error_event,
     ) -> AsyncGenerator[bytes, None]:
-        """The client's stream (see Executor.stream). `recover=False` never continues it after a break;
-        `process` relays events of another shape than chat chunks; `failure` writes the event that ends
-        a broken stream, from an OpenAI error body."""
-        return self.executor.stream(self, wants_usage=wants_usage, result=result, recover=recover,
-                                    process=process, failure=failure)
+        """The client's stream: the served attempt relayed, continued after a break where it can be
+        (failover/continuation.py), each attempt's target judged when its part ends. `recover=False` never
+        continues it after a break; `process` relays events of another shape than chat chunks; `failure`
+        writes the event that ends a broken stream, from an OpenAI error body."""
+        return client_stream(self.executor, self, wants_usage=wants_usage, result=result, recover=recover,
+                             process=process, failure=failure)
 
     @property
     def attempts(self) -> list[Attempt]:
@@ -305,15 +306,6 @@ class Executor:
             self.health.released(ticket)
         if error.error_type == "context_length":
             run.context_failed_at = max(run.context_failed_at or 0, target.context_limit or 0)
-
-    def stream(
-        self, served: Served, *, wants_usage: bool, result: RelayResult, recover: bool,
-        process: EventProcessor | None, failure: Callable[[dict[str, Any]], bytes],
-    ) -> AsyncGenerator[bytes, None]:
-        """The client's stream: the served attempt relayed, continued after a break where it can be
-        (failover/continuation.py), each attempt's target judged when its part ends."""
-        return client_stream(self, served, wants_usage=wants_usage, result=result, recover=recover,
-                             process=process, failure=failure)
 
     def settle(self, ticket: Ticket, error: UpstreamError | None, *, completed: bool) -> None:
         """A stream attempt's verdict: one that breaks streams is unhealthy; a client that left, no verdict."""

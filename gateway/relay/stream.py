@@ -35,6 +35,8 @@ from gateway.relay.transcript import Transcript
 from gateway.upstream.response import UpstreamResponse
 from gateway.upstream.secrets import Secrets
 
+_DONE = DONE_EVENT[:-2]  # `data: [DONE]` without its blank line
+
 # Given a chunk (and its event bytes), what to send instead: (bytes, text it adds) or None to drop it.
 Edit = Callable[[Chunk, bytes], "tuple[bytes, str] | None"]
 
@@ -253,6 +255,9 @@ def _runs(runs: list[Run] | tuple[Run, ...], out: list[bytes], result: RelayResu
 def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript: Transcript,
                  wants_usage: bool, edit: Edit | None) -> bool:
     """One event, read: append what the client should get to `out`; True if it is the [DONE]."""
+    if event == _DONE:  # the usual last event, known by its bytes
+        out.append(DONE_EVENT)
+        return True
     data = event_data(event)
     if data is None:
         out.append(event + b"\n\n")  # comments and keep-alives pass through
