@@ -49,28 +49,30 @@ class HeadFirst:
     def feed_data(self, data: bytes) -> tuple[Any, bool, bytes]:
         parser = self._parser
         end = data.find(b"\r\n\r\n") + 4
-        # Split only a chunked answer's head (as servers write it) from body bytes that came with it.
-        if 3 < end < len(data) and data.find(b"chunked", 0, end) >= 0:
-            head, body = data[:end], data[end:]
-        else:  # no head's end in it (a head in several reads), nothing after it, or not chunked
-            head, body = data, b""
-        messages, upgraded, tail = parser.feed_data(head)
-        if not messages:
-            return parser.feed_data(body) if body else (messages, upgraded, tail)
-        self._protocol._parser = parser
-        message, payload = messages[-1]
-        if upgraded:
+        if end == 3 or data.find(b"chunked", 0, end) < 0:
+            # No head's end in this read, or not a chunked head as servers write it: aiohttp's parser reads
+            # it all, body bytes included, and keeps the answer once it has its head.
+            result: tuple[Any, bool, bytes] = parser.feed_data(data)
+            if result[0]:
+                self._protocol._parser = parser
+            return result
+        messages, upgraded, tail = parser.feed_data(data[:end])
+        body = data[end:]
+        if messages:
+            self._protocol._parser = parser
+            message, payload = messages[-1]
+            # The parser has read nothing of this body: a plain chunked one (not 1xx, not compressed) can go.
+            if not upgraded and message.chunked and type(payload) is StreamReader:
+                chunked = ChunkedBody(self._protocol, payload)
+                self._protocol._parser = chunked  # type: ignore[assignment]
+                if body:
+                    chunked.feed_data(body)
+                return messages, False, b""
+        if upgraded or not body:
             return messages, upgraded, tail + body
-        # Anything but a plain chunked body (1xx, a length, to the close, compressed) stays aiohttp's.
-        if message.chunked and type(payload) is StreamReader:
-            chunked = ChunkedBody(self._protocol, payload)
-            self._protocol._parser = chunked  # type: ignore[assignment]
-            if body:
-                chunked.feed_data(body)
-            return messages, False, b""
-        if not body:
-            return messages, upgraded, tail
         more, upgraded, tail = parser.feed_data(body)
+        if more:
+            self._protocol._parser = parser
         return [*messages, *more], upgraded, tail
 
     def feed_eof(self) -> Any:
