@@ -316,3 +316,13 @@ async def test_a_head_read_with_part_of_the_body_leaves_the_rest_to_aiohttps_par
             got += data
     assert got == b"".join(EVENTS)
     response.release()
+
+
+async def test_a_chunked_204_has_no_body_and_its_connection_serves_the_next_request(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, connections = server
+    scripts += [[b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n"],
+                [_HEAD + _chunk(b"data: 1\n\n") + b"0\r\n\r\n"]]
+    assert await _read(transport, base) == b""
+    assert await _read(transport, base) == b"data: 1\n\n"
+    assert len(connections) == 1

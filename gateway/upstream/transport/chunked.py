@@ -61,8 +61,9 @@ class HeadFirst:
         if messages:
             self._protocol._parser = parser
             message, payload = messages[-1]
-            # The parser has read nothing of this body: a plain chunked one (not 1xx, not compressed) can go.
-            if not upgraded and message.chunked and type(payload) is StreamReader:
+            # The parser has read nothing of this body: a plain chunked one (not 1xx, not compressed, not
+            # one a status ends at once) can go.
+            if not upgraded and message.chunked and type(payload) is StreamReader and not payload.is_eof():
                 chunked = ChunkedBody(self._protocol, payload)
                 self._protocol._parser = chunked  # type: ignore[assignment]
                 if body:

@@ -20,7 +20,7 @@ class HttpResponse:
     def __init__(self, response: aiohttp.ClientResponse, *, total: float | None = None) -> None:
         self._response = response
         # Without a total timeout aiohttp's per-read timer context does nothing: reads may skip it.
-        self._lean = total is None
+        self._lean = total is None and type(response.content) is aiohttp.StreamReader  # not a body-less answer's
         self._loop = asyncio.get_running_loop()
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
