@@ -10,17 +10,14 @@ stand-in is checked again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
-from aiohttp import base_protocol, client_proto
 
 from gateway.errors import StreamCut
 from gateway.upstream.endpoint import Endpoint
 from gateway.upstream.transport import HttpResponse, Transport
+from tests.upstream import aiohttp_code
 
 # The aiohttp code HeadFirst and ChunkedBody answer or feed, as aiohttp 3.14 has it: the protocol's
 # calls to its parser (data_received, connection_lost, pause/resume) and the StreamReader's feed side.
@@ -39,16 +36,8 @@ _HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encodin
 Script = list[bytes | asyncio.Event]
 
 
-def _source(name: str) -> str:
-    owner, method = name.split(".")
-    cls = {"StreamReader": aiohttp.StreamReader, "ResponseHandler": client_proto.ResponseHandler,
-           "BaseProtocol": base_protocol.BaseProtocol}[owner]
-    return inspect.getsource(getattr(cls, method))
-
-
 def test_the_aiohttp_code_the_decoder_stands_in_for_is_unchanged() -> None:
-    changed = {name: hashlib.sha256(_source(name).encode()).hexdigest()[:16] for name, digest in RELIED_ON.items()
-               if hashlib.sha256(_source(name).encode()).hexdigest()[:16] != digest}
+    changed = aiohttp_code.changed(RELIED_ON)
     assert not changed, f"aiohttp changed {changed}: re-check transport/chunked.py against it"
 
 
@@ -106,14 +95,6 @@ async def _body(response: HttpResponse) -> bytes:
             got += data
     response.release()
     return got
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[Transport]:
-    transport = Transport()
-    await transport.start()
-    yield transport
-    await transport.close()
 
 
 EVENTS = [b'data: {"n": %d}\n\n' % n for n in range(40)]

@@ -9,17 +9,14 @@ again; the others read real chunked bodies from a server on 127.0.0.1, paced and
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
-from aiohttp import base_protocol, client_proto
 
 from gateway.errors import UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
 from gateway.upstream.transport import HttpResponse, Transport
+from tests.upstream import aiohttp_code
 
 # What HttpResponse.read_chunk copies or relies on, as aiohttp 3.14 has it. A change
 # fails this test: compare the new code with transport.py's, then update these digests.
@@ -40,16 +37,8 @@ COPIED = {
 }
 
 
-def _source(name: str) -> str:
-    owner, method = name.split(".")
-    cls = {"StreamReader": aiohttp.StreamReader, "ResponseHandler": client_proto.ResponseHandler,
-           "BaseProtocol": base_protocol.BaseProtocol}[owner]
-    return inspect.getsource(getattr(cls, method))
-
-
 def test_aiohttps_read_path_is_the_one_the_lean_read_copies() -> None:
-    changed = [name for name, digest in COPIED.items()
-               if hashlib.sha256(_source(name).encode()).hexdigest()[:16] != digest]
+    changed = aiohttp_code.changed(COPIED)
     assert not changed, f"aiohttp changed {changed}: re-check transport.read_chunk against it"
 
 

@@ -137,14 +137,6 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
         await server.wait_closed()
 
 
-@pytest.fixture
-async def transport() -> AsyncIterator[Transport]:
-    transport = Transport()
-    await transport.start()
-    yield transport
-    await transport.close()
-
-
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
