@@ -90,23 +90,7 @@ class HttpResponse:
                     if handed:
                         return handed
                 if buffer and not content._buffer_offset and content._exception is None:
-                    if len(buffer) == 1:
-                        data = buffer.popleft()
-                    else:
-                        data = b"".join(buffer)
-                        buffer.clear()
-                    size = len(data)
-                    content._size -= size
-                    content._cursor += size
-                    splits = content._http_chunk_splits
-                    if splits:
-                        # Every chunk end is now at or before the cursor: all are dropped. aiohttp keeps
-                        # one exactly at it for readchunk(), which the gateway never calls; left there,
-                        # they would count toward pausing the socket.
-                        splits.clear()
-                    if content._protocol._reading_paused:
-                        _resume(content)
-                    return data
+                    return _take_buffered(content)
             return await content.readany()
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the upstream stream stalled", phase="idle") from None
@@ -163,6 +147,28 @@ class HttpResponse:
     def close(self) -> None:
         self._stop_watch()
         self._response.close()
+
+
+def _take_buffered(content: aiohttp.StreamReader) -> bytes:
+    """Everything buffered, with aiohttp's accounting of a read (StreamReader._read_nowait_chunk's)."""
+    buffer = content._buffer
+    if len(buffer) == 1:
+        data = buffer.popleft()
+    else:
+        data = b"".join(buffer)
+        buffer.clear()
+    size = len(data)
+    content._size -= size
+    content._cursor += size
+    splits = content._http_chunk_splits
+    if splits:
+        # Every chunk end is now at or before the cursor: all are dropped. aiohttp keeps one exactly at
+        # it for readchunk(), which the gateway never calls; left there, they would count toward
+        # pausing the socket. (A chunked body fed by ChunkedBody has none: aiohttp's parser marks them.)
+        splits.clear()
+    if content._protocol._reading_paused:
+        _resume(content)
+    return data
 
 
 def _resume(content: aiohttp.StreamReader) -> None:
