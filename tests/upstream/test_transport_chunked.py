@@ -78,17 +78,14 @@ async def server() -> AsyncIterator[tuple[str, list[Script], list[int]]]:
     await server.wait_closed()
 
 
-async def _read(transport: Transport, base: str) -> bytes:
-    """The whole body through read_chunk, as the relay reads a stream."""
-    return await _body(await _send(transport, base))
-
-
 async def _send(transport: Transport, base: str) -> HttpResponse:
     return await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
                                 first_byte=5)
 
 
-async def _body(response: HttpResponse) -> bytes:
+async def _read(transport: Transport, base: str) -> bytes:
+    """The whole body through read_chunk, as the relay reads a stream."""
+    response = await _send(transport, base)
     got = b""
     async with asyncio.timeout(10):
         while data := await response.read_chunk():
@@ -135,15 +132,18 @@ async def test_a_connection_is_reused_after_a_chunked_body_and_a_length_body_aft
     assert len(connections) == 1
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["through-aiohttps-protocol", "straight-from-the-connection"])
 async def test_a_malformed_chunk_after_good_ones_delivers_them_then_cuts_the_stream(
-        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+        server: tuple[str, list[Script], list[int]], transport: Transport, direct: bool) -> None:
+    """Read through aiohttp's protocol, or (past set_read_timeout) straight from the connection."""
     base, scripts, _ = server
     read = asyncio.Event()
     scripts.append([_HEAD + _chunk(b"data: 1\n\n") + _chunk(b"data: 2\n\n"), read, b"zz\r\nnot a chunk\r\n"])
-    response = await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
-                                    first_byte=5)
+    response = await _send(transport, base)
     async with asyncio.timeout(10):
         assert await response.read_chunk() == b"data: 1\n\ndata: 2\n\n"
+        if direct:
+            response.set_read_timeout(5)
         read.set()
         with pytest.raises(StreamCut):
             await response.read_chunk()
@@ -154,8 +154,7 @@ async def test_a_body_cut_by_the_closed_connection_is_a_cut_stream(
         server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
     base, scripts, _ = server
     scripts.append([_HEAD + _chunk(b"data: 1\n\n") + b"40\r\nonly part of it"])
-    response = await transport.send(Endpoint("fake", None, base, {}), {"stream": True}, connect=5, read=5,
-                                    first_byte=5)
+    response = await _send(transport, base)
     got = b""
     with pytest.raises(StreamCut, match="ended before it was complete"):
         async with asyncio.timeout(10):
@@ -210,21 +209,6 @@ async def test_past_its_first_token_a_stream_reads_straight_from_the_connection_
     assert socket.get_protocol() is protocol
     assert await _read(transport, base) == b"data: next\n\n"
     assert len(connections) == 1
-
-
-async def test_a_malformed_chunk_read_straight_from_the_connection_cuts_the_stream(
-        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
-    base, scripts, _ = server
-    read = asyncio.Event()
-    scripts.append([_HEAD + _chunk(b"data: 1\n\n"), read, b"zz\r\nnot a chunk\r\n"])
-    response = await _send(transport, base)
-    async with asyncio.timeout(10):
-        assert await response.read_chunk() == b"data: 1\n\n"
-        response.set_read_timeout(5)
-        read.set()
-        with pytest.raises(StreamCut):
-            await response.read_chunk()
-    response.close()
 
 
 async def test_a_stream_closed_while_reading_straight_from_the_connection_ends_its_connection(
