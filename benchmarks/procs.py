@@ -80,13 +80,13 @@ class Service:
     """A server process (and whatever it forks), pinned with taskset, logging to a file."""
 
     def __init__(self, name: str, args: list[str], *, core: int | None, log: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         self.name = name
         self.log = log
         prefix = ["taskset", "-c", str(core)] if core is not None else []
         with log.open("wb") as out:
             # taskset execs the command, so the pid is the server's own.
-            self.popen = subprocess.Popen(prefix + args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            self.popen = subprocess.Popen(prefix + args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                           start_new_session=True, preexec_fn=_die_with_parent)
 
     @property

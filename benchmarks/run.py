@@ -67,7 +67,7 @@ from benchmarks.report import (
     render,
     wrk_version,
 )
-from benchmarks.rounds import order
+from benchmarks.rounds import order, paired
 
 R = TypeVar("R")
 
@@ -128,9 +128,15 @@ class Peer:
     idle_rss: float = math.nan
 
 
+PHASES = ("throughput", "latency", "streams", "features", "soak")
+
+
 class Bench:
-    def __init__(self, plan: Plan, load: str, litellm: str | None, work: Path, features: set[str] | None) -> None:
+    def __init__(self, plan: Plan, load: str, litellm: str | None, work: Path, features: set[str] | None,
+                 phases: set[str] | None = None, also: list[Path] | None = None) -> None:
         self.plan = plan
+        self.only = phases  # None: every phase
+        self.also = also or []  # other trees' gateways, measured beside this one (an A/B in one run)
         self.features = features
         self.pricing: Pricing | None = None
         self.feature_rows: list[FeatureRow] = []
@@ -183,6 +189,8 @@ class Bench:
         self.peers.append(Peer("gateway", Target("gateway", f"http://127.0.0.1:{port}/v1/chat/completions",
                                                  ALIAS, {"Authorization": f"Bearer {GATEWAY_KEY}"}), gateway))
         gateway.wait_ready(f"http://127.0.0.1:{port}/readyz")
+        for tree in self.also:
+            self._start_other_gateway(tree, api, env)
         if self.features != set():
             self.pricing = Pricing(self.work, api, self.server_core, self.load_core, env, self.features)
             self.pricing.start()
@@ -201,6 +209,21 @@ class Bench:
         for peer in self.proxies():
             assert peer.service is not None
             peer.idle_rss = peer.service.memory_mb()
+
+    def _start_other_gateway(self, tree: Path, api: str, env: dict[str, str]) -> None:
+        """A peer `gateway@<tree's name>`: the gateway package of another checkout, on the same config."""
+        name = f"gateway@{tree.name}"
+        port = free_port()
+        config = write_gateway_config(self.work, api, port, name=name)
+        service = Service(name, [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                          core=self.server_core, log=self.work / f"{name}.log",
+                          env={**env, "PYTHONPATH": str(tree.resolve())}, cwd=tree)
+        self.peers.append(Peer(name, Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", ALIAS,
+                                            {"Authorization": f"Bearer {GATEWAY_KEY}"}), service))
+        service.wait_ready(f"http://127.0.0.1:{port}/readyz")
+
+    def wants(self, phase: str) -> bool:
+        return self.only is None or phase in self.only
 
     def report(self, label: str, ceiling: str) -> str:
         lines = render(label, machine(self.server_core, self.load_core), [p.name for p in self.peers], self.rows)
@@ -252,19 +275,23 @@ class Bench:
         with self.phase("warm-up"):
             for peer in self.proxies():
                 await self.throughput(peer.target, 32, self.plan.warmup)
-        with self.phase("throughput"):
-            await self.measure_throughput()
-        with self.phase("latency"):
-            await self.measure_latency()
-        with self.phase("streams"):
-            await self.measure_streams(self.plan.stream_interval_ms, paced=True)
-            await self.measure_streams(0, paced=False)
-        if self.pricing is not None:
+        if self.wants("throughput"):
+            with self.phase("throughput"):
+                await self.measure_throughput()
+        if self.wants("latency"):
+            with self.phase("latency"):
+                await self.measure_latency()
+        if self.wants("streams"):
+            with self.phase("streams"):
+                await self.measure_streams(self.plan.stream_interval_ms, paced=True)
+                await self.measure_streams(0, paced=False)
+        if self.pricing is not None and self.wants("features"):
             with self.phase("features"):
                 await self.measure_features(self.pricing)
-        with self.phase("soak"):
-            await self.soak()
-        self.memory_rows()
+        if self.wants("soak"):
+            with self.phase("soak"):
+                await self.soak()
+            self.memory_rows()
 
     async def interleave(self, rounds: Rounds, run: Callable[[Peer, Meter], Awaitable[R]], *,
                          upstream: bool = False) -> dict[str, list[R]]:
@@ -293,6 +320,11 @@ class Bench:
         rounds = [{n: cpu[i] / count[n][i] * 1000 if count[n][i] else math.nan for n, cpu in per_round.items()}
                   for i in range(min(map(len, per_round.values())))]
         self.rows.append(Row(measure, totals, 3, "none", target, text or {}, rounds))
+        for peer in self.peers:
+            if peer.name.startswith("gateway@"):  # an A/B: each gateway against the raw-ASGI proxy, paired
+                versus = [f"{name} vs raw ASGI {paired(rounds, name, 'raw ASGI').spread()}"
+                          for name in ("gateway", peer.name)]
+                self.notes.append(f"{measure}: " + ", ".join(versus))
         self.notes.append(noise_note(measure, [r for p in self.proxies() for r in self.readings[p.name]]))
 
     async def measure_throughput(self) -> None:
@@ -518,9 +550,10 @@ async def upstream_ceiling(bench: Bench) -> str:
         service.stop()
 
 
-async def main_async(plan: Plan, label: str, load: str, litellm: str | None, features: set[str] | None) -> str:
+async def main_async(plan: Plan, label: str, load: str, litellm: str | None, features: set[str] | None,
+                     phases: set[str] | None = None, also: list[Path] | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as directory:
-        bench = Bench(plan, load, litellm, Path(directory), features)
+        bench = Bench(plan, load, litellm, Path(directory), features, phases, also)
         try:
             bench.start()
             await bench.run()
@@ -553,7 +586,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", default="all",
                         help="feature rows to measure: 'all' (default), 'none', or names from benchmarks/features.py "
                              "separated by ';'")
+    parser.add_argument("--phases", help=f"measure only these phases, separated by ',' (of {', '.join(PHASES)})")
+    parser.add_argument("--also", type=Path, action="append", default=[], metavar="TREE",
+                        help="also measure the gateway of another checkout (e.g. a worktree), in the same run")
     args = parser.parse_args(argv)
+    phases = set(args.phases.split(",")) if args.phases else None
+    if phases and phases - set(PHASES):
+        parser.error(f"unknown phase(s) {sorted(phases - set(PHASES))}; known: {', '.join(PHASES)}")
     if sys.platform != "linux":
         parser.error("the benchmark reads /proc: Linux only")
     plan = QUICK if args.quick else FULL
@@ -566,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown feature(s) {sorted(unknown)}; known: {[f.name for f in FEATURES]}")
     report = uvloop.run(main_async(plan, "quick run" if args.quick else "full run", args.load,
-                                    find_litellm(args.litellm), features))
+                                    find_litellm(args.litellm), features, phases, args.also))
     print(report)
     if args.out:
         args.out.write_text(report)
