@@ -55,6 +55,7 @@ class Inbound(Protocol):
 
     path: str
     headers: frozenset[bytes]  # request headers (lower case) it reads besides the pipeline's own
+    relays_as_is: bool  # its stream is the relay's bytes as they are (no translation): see RelayResult.write
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         """The body as a dict with a string `model`; raise BadRequest (naming the field) otherwise."""
@@ -86,6 +87,7 @@ class Inbound(Protocol):
 class ChatProtocol:
     path = "/v1/chat/completions"
     headers: frozenset[bytes] = frozenset()
+    relays_as_is = True
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         body = parse_object(raw)
@@ -265,6 +267,8 @@ class Pipeline:
         write = piece_writer(send)
         async with contextlib.aclosing(pieces):
             whole = await _stream_start(pieces, result, _SSE_HEADERS + out_headers, send, watched, context)
+            if protocol.relays_as_is:
+                result.write = write
             last = b""
             async for piece in pieces:  # none left when whole
                 if result.completed:

@@ -28,6 +28,7 @@ MAX_INPUTS = 2048  # OpenAI's own limit on inputs per request
 class EmbeddingsProtocol:
     path = "/v1/embeddings"
     headers: frozenset[bytes] = frozenset()
+    relays_as_is = False  # no stream
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         body = parse_object(raw)

@@ -42,6 +42,7 @@ FORWARDED = ("anthropic-version", "anthropic-beta")
 class MessagesProtocol:
     path = "/v1/messages"
     headers = frozenset(name.encode() for name in FORWARDED)
+    relays_as_is = False  # a translated stream, or none
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         body = parse_object(raw)

@@ -34,6 +34,7 @@ MAX_INPUT_ITEMS = 100_000  # a bound on the history a request may carry (the bod
 class ResponsesProtocol:
     path = "/v1/responses"
     headers: frozenset[bytes] = frozenset()
+    relays_as_is = False  # a translated stream, or none
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         body = parse_object(raw)

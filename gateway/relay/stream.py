@@ -49,6 +49,10 @@ class RelayResult:
     completed: bool = False  # the upstream's stream is complete: set before the relay yields its last bytes
     error_type: str | None = None
     first_write_at: float | None = None
+    # The client's connection's own writer of a piece, once its stream has started, when the relay's bytes
+    # are the client's as they are (chat completions): reads of plain deltas are then relayed as they
+    # arrive (_taker). It returns False, having written nothing, when the piece must wait for the relay.
+    write: Callable[[bytes], bool] | None = None
 
 
 class MalformedEvent(UpstreamProtocolError):
@@ -105,6 +109,7 @@ async def relay(
         while True:
             source, splitter, edit, secrets, idle = part.source, part.splitter, part.edit, part.secrets, part.idle
             fast = edit is None and process is None
+            take: Callable[[bytes], bool] | None = None
             clean = False
             error: UpstreamError | None = None
             try:
@@ -124,10 +129,13 @@ async def relay(
                         if done:
                             clean = True
                             break
+                    if take is None and fast and result.write is not None:
+                        take = _taker(part, result, transcript, result.write)
                     try:
-                        # Far from the deadline the transport's idle timeout fires first; near it, the deadline does.
-                        data = await (source.read_chunk() if expires - time.monotonic() > idle
-                                      else _read_by_deadline(source, expires))
+                        # Far from the deadline the transport's idle timeout fires first; near it, or when a wait
+                        # spans many reads (plain ones taken on the way), the deadline bounds the wait.
+                        data = await (source.read_chunk() if take is None and expires - time.monotonic() > idle
+                                      else _read_by_deadline(source, expires, take))
                     except UpstreamError:
                         if not result.finished:
                             raise
@@ -193,6 +201,31 @@ def _plain_or_split(data: bytes, splitter: EventSplitter, result: RelayResult,
         transcript.add_unread(data)
         return data
     return runs
+
+
+def _taker(part: Part, result: RelayResult, transcript: Transcript,
+           write: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+    """What takes a read of whole plain deltas as it arrives (a plain call from the upstream connection's
+    callback, UpstreamResponse.read_chunk): written to the client at once, counted and noted unread as
+    the relay does with it, without waking the request's task, the relay and the pipeline for it. A
+    paced stream's every read but the first and last is one. Any other read, or one the client's
+    connection will not take now (it reads slower than the gateway writes, or is gone), is the relay's."""
+    splitter, mask = part.splitter, part.secrets.mask_bytes
+
+    def take(data: bytes) -> bool:
+        if not splitter.empty or len(data) > splitter.max_event:
+            return False
+        frame = splitter.frame
+        if frame is None:
+            frame = splitter.frame = PlainFrame()
+        runs = frame.judge(data)
+        if type(runs) is not int or not write(mask(data)):
+            return False
+        result.chunks += runs
+        transcript.add_unread(data)
+        return True
+
+    return take
 
 
 def _events(events: list[bytes] | tuple[Run, ...], out: list[bytes], result: RelayResult, transcript: Transcript,
@@ -291,11 +324,13 @@ def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript
     return False
 
 
-async def _read_by_deadline(source: UpstreamResponse, expires: float) -> bytes:
-    """A read near the deadline, bounded by it (further off, the transport's idle timeout fires first)."""
+async def _read_by_deadline(source: UpstreamResponse, expires: float,
+                            take: Callable[[bytes], bool] | None = None) -> bytes:
+    """A read bounded by the deadline: near it (further off, the transport's idle timeout fires first),
+    or one whose wait may span many reads (`take` takes plain ones on the way)."""
     try:
         with Cutoff(max(0.0, expires - time.monotonic())):
-            return await source.read_chunk()
+            return await source.read_chunk(take)
     except TimeoutError:
         raise UpstreamTimeout("the request deadline ran out mid-stream", phase="deadline") from None
 

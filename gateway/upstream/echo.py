@@ -13,7 +13,7 @@ import hashlib
 import re
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ class EchoResponse:
     async def read_all(self, limit: int | None = None) -> bytes:
         return b"".join(self._chunks)
 
-    async def read_chunk(self) -> bytes:
+    async def read_chunk(self, consume: Callable[[bytes], bool] | None = None) -> bytes:
         if self._index >= len(self._chunks):
             return b""
         self._index += 1

@@ -3,7 +3,7 @@ wire-format translator): a status, headers, and a body read whole or piece by pi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 
@@ -15,8 +15,12 @@ class UpstreamResponse(Protocol):
         """The whole body (error bodies, whole answers); more than `limit` bytes fails as malformed."""
         ...
 
-    async def read_chunk(self) -> bytes:
-        """Whatever bytes arrived next; b"" once the body has ended."""
+    async def read_chunk(self, consume: Callable[[bytes], bool] | None = None) -> bytes:
+        """Whatever bytes arrived next; b"" once the body has ended.
+
+        `consume` may be offered the reads that arrive while this waits, each as it arrives (a plain
+        call from the connection's own callback): a read it takes (True) is spent, and the wait goes
+        on. A source may ignore it and return every read."""
         ...
 
     def set_read_timeout(self, seconds: float) -> None:

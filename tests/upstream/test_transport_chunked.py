@@ -291,3 +291,58 @@ async def test_a_chunked_204_has_no_body_and_its_connection_serves_the_next_requ
     assert await _read(transport, base) == b""
     assert await _read(transport, base) == b"data: 1\n\n"
     assert len(connections) == 1
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["through-aiohttps-protocol", "straight-from-the-connection"])
+async def test_reads_a_consumer_takes_while_a_read_waits_are_spent_and_the_wait_goes_on(
+        server: tuple[str, list[Script], list[int]], transport: Transport, direct: bool) -> None:
+    """Each read that arrives while read_chunk(consume) waits is offered to `consume` as it arrives: the
+    consumer here lets the server write the next read, so it is called from the connection's callback, not
+    after the wait. What it takes is spent (counted as read); the first it refuses is the read's result."""
+    base, scripts, _ = server
+    steps = [asyncio.Event() for _ in range(4)]
+    script: Script = [_HEAD + _chunk(EVENTS[0])]
+    for event, step in zip(EVENTS[1:5], steps, strict=True):
+        script += [step, _chunk(event)]
+    scripts.append([*script, b"0\r\n\r\n"])
+    response = await _send(transport, base)
+    offered: list[bytes] = []
+
+    def consume(data: bytes) -> bool:
+        offered.append(data)
+        if len(offered) == 3:
+            return False
+        steps[len(offered)].set()
+        return True
+
+    async with asyncio.timeout(10):
+        assert await response.read_chunk() == EVENTS[0]
+        if direct:
+            response.set_read_timeout(5)
+        steps[0].set()
+        assert await response.read_chunk(consume) == EVENTS[3]
+        assert offered == EVENTS[1:4]
+        steps[3].set()
+        assert await response.read_chunk() + await response.read_chunk() == EVENTS[4]
+        assert await response.read_chunk() == b""
+    assert response._response.content.total_bytes == len(b"".join(EVENTS[:5]))
+    response.release()
+
+
+async def test_a_consumer_that_fails_fails_the_read_it_was_offered_by(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    base, scripts, _ = server
+    step = asyncio.Event()
+    scripts.append([_HEAD + _chunk(EVENTS[0]), step, _chunk(EVENTS[1]), b"0\r\n\r\n"])
+    response = await _send(transport, base)
+
+    def consume(data: bytes) -> bool:
+        raise RuntimeError(f"cannot take {data!r}")
+
+    async with asyncio.timeout(10):
+        assert await response.read_chunk() == EVENTS[0]
+        response.set_read_timeout(5)
+        step.set()
+        with pytest.raises(RuntimeError, match="cannot take"):
+            await response.read_chunk(consume)
+    response.close()

@@ -9,7 +9,7 @@ upstream's own bytes for the client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +53,9 @@ class MessagesView:
             return orjson.dumps({"error": anthropic_messages.error_object(raw)})
         return raw
 
-    async def read_chunk(self) -> bytes:
-        """The chat events for the next Messages events that mean something; b"" at the end."""
+    async def read_chunk(self, consume: Callable[[bytes], bool] | None = None) -> bytes:
+        """The chat events for the next Messages events that mean something; b"" at the end (`consume`
+        is not offered any: what a read means is known only once translated)."""
         while True:
             data = await self._inner.read_chunk()
             if not data:

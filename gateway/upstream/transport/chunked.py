@@ -17,6 +17,7 @@ tests/upstream/test_transport_chunked.py digests the aiohttp code this relies on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -90,7 +91,7 @@ class ChunkedBody(asyncio.Protocol):
     connection's protocol, so that reads come here straight from the event loop; it forwards the
     rest to aiohttp's protocol, and gives the connection back when the body ends or breaks."""
 
-    __slots__ = ("_content", "_direct", "_ended", "_llhttp", "_pieces", "_protocol", "on_body", "reader")
+    __slots__ = ("_content", "_direct", "_ended", "_llhttp", "_pieces", "_protocol", "consume", "on_body", "reader")
 
     def __init__(self, protocol: ResponseHandler, content: StreamReader) -> None:
         self._protocol = protocol
@@ -101,6 +102,8 @@ class ChunkedBody(asyncio.Protocol):
         # The StreamReader's waiter while HttpResponse.read_chunk waits on an empty buffer: a read's
         # bytes are handed to it directly (see _deliver).
         self.reader: asyncio.Future[bytes | None] | None = None
+        # Offered such a read first, while the reader waits: a read it takes is spent (HttpResponse.read_chunk).
+        self.consume: Callable[[bytes], bool] | None = None
         # httptools calls these by the names it finds on this object when the parser is made.
         self.on_body = self._pieces.append  # a C call per HTTP chunk, no Python frame
         self._llhttp = httptools.HttpResponseParser(self)
@@ -135,17 +138,27 @@ class ChunkedBody(asyncio.Protocol):
         return _NOTHING
 
     def _deliver(self, data: bytes) -> None:
-        """A paced stream's every read finds the reader waiting on an empty buffer: the bytes go to it as
-        the waiter's result, counted as aiohttp counts a read (total fed, cursor), instead of through
-        StreamReader.feed_data, its buffer and its accounting when read (~100 Python opcodes a chunk)."""
+        """A paced stream's every read finds the reader waiting on an empty buffer: the bytes are counted
+        as aiohttp counts a read (total fed, cursor) and offered to `consume`; if it does not take them
+        they go to the reader as the waiter's result, instead of through StreamReader.feed_data, its
+        buffer and its accounting when read (~100 Python opcodes a chunk)."""
         reader, content = self.reader, self._content
         if reader is None or reader.done() or content._buffer:
             content.feed_data(data)
             return
-        self.reader = content._waiter = None
         size = len(data)
         content.total_bytes += size
         content._cursor += size
+        consume = self.consume
+        if consume is not None:
+            try:
+                if consume(data):
+                    return  # spent: the reader waits on
+            except Exception as exc:  # a failure of the reader's own: raised where it waits
+                self.reader = content._waiter = None
+                reader.set_exception(exc)
+                return
+        self.reader = content._waiter = None
         reader.set_result(data)
 
     def feed_eof(self) -> None:

@@ -4,7 +4,7 @@ for the aiohttp internals the lean read relies on)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
 
@@ -58,8 +58,9 @@ class HttpResponse:
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def read_chunk(self) -> bytes:
-        """Whatever bytes arrived next; b"" once the body has ended.
+    async def read_chunk(self, consume: Callable[[bytes], bool] | None = None) -> bytes:
+        """Whatever bytes arrived next; b"" once the body has ended. A chunked body's reads that arrive
+        while this waits on an empty buffer are offered to `consume` first (UpstreamResponse.read_chunk).
 
         A paced stream's every read waits for one piece. aiohttp's readany() spends ~15 Python calls on
         that (a timer context, a timeout assertion, and a resume of the socket after every piece, which
@@ -79,14 +80,14 @@ class HttpResponse:
                     content._waiter = waiter  # type: ignore[assignment]
                     body = self._body
                     if body is not None:
-                        body.reader = waiter
+                        body.reader, body.consume = waiter, consume
                     try:
                         # fed, ended or failed by the protocol (or the idle watch), or a read's bytes
                         handed = await waiter
                     finally:
                         content._waiter = None
                         if body is not None:
-                            body.reader = None
+                            body.reader = body.consume = None
                     if handed:
                         return handed
                 if buffer and not content._buffer_offset and content._exception is None:
