@@ -44,6 +44,8 @@ from gateway.upstream.transport import Transport
 if TYPE_CHECKING:  # imported when used: a gateway without Redis never loads redis-py
     from gateway.failover.shared import HealthSync
 
+_YOUNG_COLLECTION_EVERY = 20_000  # allocations of GC-tracked objects (not freed since) between young collections
+
 log = logging.getLogger("gateway")
 
 CHAT_PATH = "/v1/chat/completions"
@@ -193,6 +195,11 @@ class Gateway:
         # The catalog and routes are thousands of long-lived objects: keep the cyclic GC from walking
         # them again and again under load.
         gc.freeze()
+        # Under load the live objects are the requests in flight (a streamed one's connection, reader,
+        # tasks and timers live for its whole length): every young collection walks those it finds new,
+        # and at the default 700 allocations collecting was ~3% of a paced stream's CPU at 256 in flight
+        # (perf), finding no garbage: a request leaves none (tests/upstream: no cycle per answer).
+        gc.set_threshold(_YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
         self.health.start_timer(asyncio.get_running_loop())
         try:
             yield

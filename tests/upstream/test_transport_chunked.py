@@ -10,6 +10,7 @@ stand-in is checked again.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -346,3 +347,23 @@ async def test_a_consumer_that_fails_fails_the_read_it_was_offered_by(
         with pytest.raises(RuntimeError, match="cannot take"):
             await response.read_chunk(consume)
     response.close()
+
+
+async def test_a_chunked_answer_read_to_its_end_leaves_no_reference_cycle(
+        server: tuple[str, list[Script], list[int]], transport: Transport) -> None:
+    """What reads a body is freed when the answer is done with, not left for the cyclic GC to find (which
+    under load walks every stream's objects again and again before it does)."""
+    base, scripts, _ = server
+    scripts.append([_HEAD + _chunk(EVENTS[0]), *map(_chunk, EVENTS[1:3]), b"0\r\n\r\n"])
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert await _read(transport, base) == b"".join(EVENTS[:3])
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage if type(o).__module__.startswith(("gateway", "aiohttp"))})
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+    assert left == []
