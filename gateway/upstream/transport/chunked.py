@@ -109,7 +109,7 @@ class ChunkedBody(asyncio.Protocol):
     connection's protocol, so that reads come here straight from the event loop; it forwards the
     rest to aiohttp's protocol, and gives the connection back when the body ends or breaks."""
 
-    __slots__ = ("_body", "_content", "_direct", "_llhttp", "_protocol", "consume", "reader")
+    __slots__ = ("_body", "_content", "_direct", "_llhttp", "_pieces", "_protocol", "consume", "reader")
 
     def __init__(self, protocol: ResponseHandler, content: StreamReader) -> None:
         self._protocol = protocol
@@ -121,6 +121,7 @@ class ChunkedBody(asyncio.Protocol):
         # Offered such a read first, while the reader waits: a read it takes is spent (HttpResponse.read_chunk).
         self.consume: Callable[[bytes], bool] | None = None
         self._body = _Body()
+        self._pieces = self._body.pieces
         self._llhttp = httptools.HttpResponseParser(self._body)
         # As lax as aiohttp's parser is with an answer (outside its debug mode).
         self._llhttp.set_dangerous_leniencies(lenient_headers=True, lenient_optional_cr_before_lf=True,
@@ -133,7 +134,12 @@ class ChunkedBody(asyncio.Protocol):
             self._llhttp.feed_data(data)
         except httptools.HttpParserError as exc:
             error = exc
-        pieces = self._body.pieces
+        self._fed(error)
+        return _NOTHING
+
+    def _fed(self, error: httptools.HttpParserError | None) -> None:
+        """What llhttp found in a read goes on: its pieces, then the body's end or its error."""
+        pieces = self._pieces
         if pieces:  # what came before an error is delivered first, as aiohttp's parser does
             self._deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             pieces.clear()
@@ -147,7 +153,6 @@ class ChunkedBody(asyncio.Protocol):
             self._content.feed_eof()  # releases the connection to the pool
         elif error is not None:
             raise TransferEncodingError(f"malformed chunked body: {error}") from None
-        return _NOTHING
 
     def _deliver(self, data: bytes) -> None:
         """A paced stream's every read finds the reader waiting on an empty buffer: the bytes are counted
@@ -200,8 +205,20 @@ class ChunkedBody(asyncio.Protocol):
     # asyncio.Protocol, after take_reads: reads decoded here, the rest forwarded to aiohttp's protocol.
 
     def data_received(self, data: bytes) -> None:
+        """A read decoded as feed_data does; the usual one (one piece of a body that goes on: a paced
+        stream's) in this one frame."""
+        error: httptools.HttpParserError | None = None
         try:
-            self.feed_data(data)
+            self._llhttp.feed_data(data)
+        except httptools.HttpParserError as exc:
+            error = exc
+        else:
+            pieces = self._pieces
+            if len(pieces) == 1 and not self._body.ended:
+                self._deliver(pieces.pop())
+                return
+        try:
+            self._fed(error)
         except TransferEncodingError:
             # aiohttp's protocol answers a malformed body its own way: its parser (this object, whose
             # llhttp stays in error) raises again when it is given the read.
