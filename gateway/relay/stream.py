@@ -314,7 +314,7 @@ def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript
         if edited is None:
             return False
         event, text = edited
-    elif chunk.usage_only and not wants_usage:
+    elif not wants_usage and chunk.usage_only:
         return False  # the usage-only chunk the gateway asked for on its own account
     else:
         text = chunk.text
