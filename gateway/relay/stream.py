@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,10 +132,7 @@ async def relay(
                     if take is None and fast and result.write is not None:
                         take = _taker(part, result, transcript, result.write)
                     try:
-                        # Far from the deadline the transport's idle timeout fires first; near it, or when a wait
-                        # spans many reads (plain ones taken on the way), the deadline bounds the wait.
-                        data = await (source.read_chunk() if take is None and expires - time.monotonic() > idle
-                                      else _read_by_deadline(source, expires, take))
+                        data = await _next_read(source, expires, idle, take)
                     except UpstreamError:
                         if not result.finished:
                             raise
@@ -322,6 +319,16 @@ def _process_one(event: bytes, out: list[bytes], result: RelayResult, transcript
     result.chunks += 1
     out.append(event + b"\n\n")
     return False
+
+
+def _next_read(source: UpstreamResponse, expires: float, idle: float,
+               take: Callable[[bytes], bool] | None) -> Awaitable[bytes]:
+    """The relay's next read. Far from the deadline the transport's idle timeout fires first; near it,
+    or when the wait may span many reads (plain ones taken on the way), the deadline bounds it. (A
+    plain function returning the read: no coroutine layer of its own to resume on every read.)"""
+    if take is None and expires - time.monotonic() > idle:
+        return source.read_chunk()
+    return _read_by_deadline(source, expires, take)
 
 
 async def _read_by_deadline(source: UpstreamResponse, expires: float,
