@@ -23,13 +23,14 @@ SECONDS_PER_PROMPT_TOKEN = 1.0 / 10_000
 
 
 def first_token_limit(timeouts: Timeouts, *, reasoning: bool, samples: Sequence[float], prompt_tokens: int) -> float:
+    """The first-token limit for a stream of `prompt_tokens`, given the target's recent times to first
+    token in ascending order (LatencyStats.first_tokens)."""
     if timeouts.first_token != "auto":
         return float(timeouts.first_token)
     ceiling = timeouts.first_token_ceiling_reasoning if reasoning else timeouts.first_token_ceiling
     if len(samples) < MIN_SAMPLES:
         limit = DEFAULT_REASONING if reasoning else DEFAULT
     else:
-        ordered = sorted(samples)
-        limit = ordered[min(len(ordered) - 1, int(QUANTILE * len(ordered)))] * FACTOR
+        limit = samples[min(len(samples) - 1, int(QUANTILE * len(samples)))] * FACTOR
     limit += prompt_tokens * SECONDS_PER_PROMPT_TOKEN
     return min(max(limit, timeouts.first_token_floor), ceiling)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from gateway.config.schema import Timeouts
 from gateway.failover.first_token import first_token_limit
+from gateway.routing import TTFT_SAMPLES, LatencyStats
 from tests.conftest import FAST_POLICY, GatewayFactory, RunningGateway, model_json, provider_json
 from tests.failover.test_scenarios import complete_text, models_seen
 from tests.fakes.upstream import FakeUpstream, chunk, ok, pause, slow_first_token, stream
@@ -75,3 +77,15 @@ async def test_idle_never_preempts_the_first_token(start_gateway: GatewayFactory
         gw = await auto_gateway(start_gateway, up, first_token=3, idle=0.3)
         assert (await complete_text(gw, "acme/m1", True))[:2] == (200, "after thinking")
         assert models_seen(up) == ["m1"]
+
+
+def test_a_targets_recent_first_tokens_are_the_last_fifty_in_ascending_order() -> None:
+    latency = LatencyStats()
+    rng = random.Random(7)
+    seen: list[float] = []
+    for _ in range(180):
+        seconds = rng.choice([rng.uniform(0.05, 3.0), 0.5])  # repeats too: the oldest of equal values leaves
+        seen.append(seconds)
+        latency.observe_first_token("acme/m1", seconds)
+        assert list(latency.first_tokens("acme/m1")) == sorted(seen[-TTFT_SAMPLES:])
+    assert latency.first_tokens("acme/other") == ()
