@@ -21,6 +21,7 @@ from yarl import URL
 from gateway.errors import StreamCut, UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
 from gateway.upstream.transport import Transport
+from gateway.upstream.transport.batch import WriteBatch
 from gateway.upstream.transport.request import UpstreamRequest, lean_head
 
 # What Transport._exchange/_post mirror (ClientSession._request: its timer, its inner
@@ -93,14 +94,14 @@ async def test_a_lean_request_is_the_one_aiohttp_builds(headers: dict[str, str],
                                  timer=timer, session=session, response_class=aiohttp.ClientResponse)
         head = lean_head(url, headers)
         assert head is not None
-        lean = UpstreamRequest.lean(url, head, body, timer, session)
+        lean = UpstreamRequest.lean(url, head, body, timer, session, WriteBatch(asyncio.get_running_loop()))
         assert list(lean.headers.items()) == list(built.headers.items())
         assert type(lean.headers) is type(built.headers)
         mine, theirs = dict(vars(lean)), dict(vars(built))
         lean_body, built_body = mine.pop("_body"), theirs.pop("_body")
         assert (type(lean_body), lean_body._value, list(lean_body.headers.items()), lean_body.size) == \
             (type(built_body), built_body._value, list(built_body.headers.items()), built_body.size)
-        del mine["headers"], theirs["headers"], mine["_lean"]
+        del mine["headers"], theirs["headers"], mine["_lean"], mine["_batch"]
         assert mine == theirs
         assert lean.connection_key == built.connection_key
         assert lean.request_info == built.request_info

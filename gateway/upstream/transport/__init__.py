@@ -9,7 +9,9 @@ changes one fails tests/upstream/test_transport_send.py's digests or tests/upstr
 - ClientRequest's constructor, send(connection) and update_auto_headers (overridden): the request,
   built and written without ClientSession._request's layers (Transport._exchange says which);
   for the usual request its attributes set directly (UpstreamRequest.lean: __init__'s result)
-  and its send() short (head and small body written at once: StreamWriter, write_bytes).
+  and its send() short (head and small body written at once: StreamWriter, write_bytes), its
+  socket write handed to batch.WriteBatch (StreamWriter._write/_writelines overridden) so that the
+  requests of one loop pass reach the upstream back to back.
 - BaseConnector.connect(request, traces, timeout), ResponseHandler.set_response_params(...),
   ClientResponse.start(connection): _connect_and_send_request's three steps.
 - helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.

@@ -15,6 +15,7 @@ from yarl import URL
 from gateway.cutoff import Cutoff
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.endpoint import Endpoint
+from gateway.upstream.transport.batch import WriteBatch
 from gateway.upstream.transport.chunked import read_head_first
 from gateway.upstream.transport.request import UpstreamRequest, lean_head
 from gateway.upstream.transport.response import HttpResponse, reason
@@ -32,12 +33,14 @@ class Transport:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._batch: WriteBatch | None = None
         self._timeouts: dict[tuple[float, float, float | None], aiohttp.ClientTimeout] = {}
         self._urls: dict[tuple[str, str], URL] = {}
         # By the endpoint's headers object (kept, so its id is never reused while cached) and URL.
         self._heads: dict[tuple[int, str, str], tuple[Mapping[str, str], CIMultiDict[str] | None]] = {}
 
     async def start(self) -> None:
+        self._batch = WriteBatch(asyncio.get_running_loop())
         connector = aiohttp.TCPConnector(
             limit=self._limit, limit_per_host=self._limit_per_host, ttl_dns_cache=300, keepalive_timeout=60,
             timeout_ceil_threshold=_CEIL_THRESHOLD,
@@ -134,7 +137,8 @@ class Transport:
         session = self._session
         assert session is not None and session.connector is not None, "Transport.start() was not awaited"
         if head is not None:
-            request = UpstreamRequest.lean(url, head, body, timer, session)
+            assert self._batch is not None
+            request = UpstreamRequest.lean(url, head, body, timer, session, self._batch)
         else:  # the unusual request (_lean_head says which): built by aiohttp itself
             request = UpstreamRequest("POST", url, headers=headers, data=body, loop=asyncio.get_running_loop(),
                                        timer=timer, session=session, response_class=aiohttp.ClientResponse)

@@ -10,10 +10,11 @@ import aiohttp
 from aiohttp import hdrs
 from aiohttp.connector import Connection
 from aiohttp.helpers import BaseTimerContext
-from aiohttp.http_writer import StreamWriter
 from aiohttp.payload import BytesPayload
 from multidict import CIMultiDict  # aiohttp's header type: built once per endpoint, not per request
 from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
+
+from gateway.upstream.transport.batch import BatchedWriter, WriteBatch
 
 _INLINE_BODY = 2**16  # StreamWriter's buffer limit: a body up to it is written without waiting for a drain
 # Request headers aiohttp's request acts on (a length, an encoding, cookies, 100-continue).
@@ -28,6 +29,7 @@ class UpstreamRequest(aiohttp.ClientRequest):
     to skip and copies the request's headers on every request: ~10k instructions a request.)"""
 
     _lean = False  # set by lean(): send() may then take its short way
+    _batch: WriteBatch
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
         if "Accept" not in self.headers:  # the one automatic header kept
@@ -35,7 +37,7 @@ class UpstreamRequest(aiohttp.ClientRequest):
 
     @classmethod
     def lean(cls, url: URL, head: CIMultiDict[str], body: bytes, timer: BaseTimerContext,
-             session: aiohttp.ClientSession) -> UpstreamRequest:
+             session: aiohttp.ClientSession, batch: WriteBatch) -> UpstreamRequest:
         """The request ClientRequest.__init__ builds for a POST of `body` to `url` with the headers
         `head` came from (lean_head), set directly: its dozen update_* steps re-check and re-merge
         the same headers on every request (~40k instructions). tests/upstream/test_transport_send.py
@@ -59,6 +61,7 @@ class UpstreamRequest(aiohttp.ClientRequest):
         request.proxy = request.proxy_auth = request.proxy_headers = None
         request._traces = []
         request._lean = True
+        request._batch = batch
         return request
 
     async def send(self, conn: Connection) -> aiohttp.ClientResponse:
@@ -69,7 +72,8 @@ class UpstreamRequest(aiohttp.ClientRequest):
         protocol = conn.protocol
         if not self._lean or protocol is None or self._body is None:
             return await super().send(conn)
-        writer = StreamWriter(protocol, self.loop)  # no Connection header: our connector never force-closes
+        writer = BatchedWriter(protocol, self.loop)  # no Connection header: our connector never force-closes
+        writer.batch = self._batch
         await writer.write_headers(f"POST {self.url.raw_path_qs} HTTP/1.1", self.headers)
         task: asyncio.Task[None] | None = None
         if protocol.writing_paused or self._body.size is None or self._body.size > _INLINE_BODY:
