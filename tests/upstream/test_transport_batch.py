@@ -69,8 +69,7 @@ async def test_the_writer_counts_what_it_hands_over_and_refuses_a_closing_connec
     transport, peer = await _connected()
     try:
         protocol = type("Protocol", (), {"transport": transport, "_paused": False})()
-        writer = BatchedWriter(protocol, loop)  # type: ignore[arg-type]  # the two attributes it reads
-        writer.batch = WriteBatch(loop)
+        writer = BatchedWriter(protocol, loop, WriteBatch(loop))  # type: ignore[arg-type]  # the two attributes it reads
         writer._writelines((b"head\r\n\r\n", b"body"))
         assert (writer.buffer_size, writer.output_size) == (12, 12)
         await _after_this_pass()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp.http_writer import StreamWriter
 
@@ -36,10 +37,13 @@ class WriteBatch:
 
 
 class BatchedWriter(StreamWriter):
-    """aiohttp's request writer whose socket writes go through a WriteBatch. A lean request is one
-    write of at most _INLINE_BODY bytes (request.py), so nothing waits on the buffer it leaves."""
+    """aiohttp's request writer whose socket writes go through a WriteBatch. Used for a lean request
+    written inline (request.py: one write of at most _INLINE_BODY bytes on a transport not paused),
+    so nothing waits on the buffer it leaves until the flush."""
 
-    batch: WriteBatch
+    def __init__(self, protocol: BaseProtocol, loop: asyncio.AbstractEventLoop, batch: WriteBatch) -> None:
+        super().__init__(protocol, loop)
+        self.batch = batch
 
     def _write(self, chunk: bytes) -> None:  # type: ignore[override]  # aiohttp types it Buffer
         self._writelines((chunk,))

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import hdrs
 from aiohttp.connector import Connection
 from aiohttp.helpers import BaseTimerContext
+from aiohttp.http_writer import StreamWriter
 from aiohttp.payload import BytesPayload
 from multidict import CIMultiDict  # aiohttp's header type: built once per endpoint, not per request
 from yarl import URL  # aiohttp's URL type: one parsed per endpoint and path, not per request
@@ -72,15 +73,16 @@ class UpstreamRequest(aiohttp.ClientRequest):
         protocol = conn.protocol
         if not self._lean or protocol is None or self._body is None:
             return await super().send(conn)
-        writer = BatchedWriter(protocol, self.loop)  # no Connection header: our connector never force-closes
-        writer.batch = self._batch
+        # No Connection header in either writer: our connector never force-closes.
+        inline = not protocol.writing_paused and self._body.size is not None and self._body.size <= _INLINE_BODY
+        writer = BatchedWriter(protocol, self.loop, self._batch) if inline else StreamWriter(protocol, self.loop)
         await writer.write_headers(f"POST {self.url.raw_path_qs} HTTP/1.1", self.headers)
         task: asyncio.Task[None] | None = None
-        if protocol.writing_paused or self._body.size is None or self._body.size > _INLINE_BODY:
+        if inline:
+            await self.write_bytes(writer, conn, None)  # nothing in it waits: the transport is not paused
+        else:  # written from a task of its own, as aiohttp does: already a loop callback later, no batch
             task = self.loop.create_task(self.write_bytes(writer, conn, self._get_content_length()))
             self._writer = task
-        else:
-            await self.write_bytes(writer, conn, None)  # nothing in it waits: the transport is not paused
         response = self.response = aiohttp.ClientResponse(  # type: ignore[assignment]  # aiohttp types it None
             self.method, self.original_url, writer=task, continue100=None, timer=self._timer,
             request_info=self.request_info, traces=self._traces, loop=self.loop, session=self._session,
