@@ -172,10 +172,16 @@ async def test_postgresql_killed_mid_load_loses_no_ledger_row_and_fails_no_reque
         await until(_count(up, 80), "load under way", 30)
         await postgres_server.akill()
         await until(_count(up, len(up.received) + 80), "requests served while PostgreSQL is down", 30)
-        # While it is down: still ready, the managed key still works, and the metric says what is wrong.
+        # While it is down: still ready, the managed key still works, and the metric says what is wrong
+        # once the replica has tried the database (its key poll, every 0.25 s, or a ledger write): 80
+        # answers can come back before either has, so the metric is waited for, not read once.
         assert (await a.client.get("/readyz")).status_code == 200
         assert await chat(b, app) == 200
-        assert 'gateway_state_backend_up{backend="postgresql"} 0.0' in (await a.client.get("/metrics")).text
+
+        async def shown_down() -> bool:
+            return 'gateway_state_backend_up{backend="postgresql"} 0.0' in (await a.client.get("/metrics")).text
+
+        await until(shown_down, "replica A's metric shows PostgreSQL down", PROPAGATION)
         refused = await a.client.get("/admin/usage", headers=ADMIN)  # a report cannot be read now: 503, no secret
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "state_unavailable"
         assert PASSWORD not in refused.text and "postgresql://postgres@127.0.0.1:" in refused.text
