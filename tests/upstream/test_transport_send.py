@@ -179,6 +179,51 @@ async def test_requests_go_out_as_before_and_reuse_one_connection(
     assert connections == 1, "the pooled connection is reused"
 
 
+class CountingBatch(WriteBatch):
+    """The transport's write batch, counting the writes handed to it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.writes = 0
+
+    def add(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+        self.writes += 1
+        super().add(transport, data)
+
+
+async def test_only_a_request_beside_another_in_flight_waits_for_the_write_batch(
+        serve: Callable[[Handler], Awaitable[str]], transport: Transport) -> None:
+    """Alone, a request is written at once (the batch would only cost it a loop pass); while another
+    holds a connection its write joins the batch, and both are answered whole."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            try:
+                request = await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            if request.endswith(b'{"hold":1}'):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+                await release.wait()
+                writer.write(b"{}")
+            else:
+                writer.write(ANSWER)
+
+    endpoint = Endpoint("fake", None, await serve(handler), {"Content-Type": "application/json"})
+    batch = transport._batch = CountingBatch(asyncio.get_running_loop())
+    alone = await transport.send(endpoint, {"n": 1}, connect=5, read=5, total=5)
+    assert (await alone.read_all(100), batch.writes) == (b"{}", 0)
+    alone.release()
+    held = await transport.send(endpoint, {"hold": 1}, connect=5, read=5, total=5)  # its body not read yet
+    beside = await transport.send(endpoint, {"n": 2}, connect=5, read=5, total=5)
+    assert (await beside.read_all(100), batch.writes) == (b"{}", 1)
+    beside.release()
+    release.set()
+    assert await held.read_all(100) == b"{}"
+    held.release()
+
+
 @pytest.mark.parametrize("size", [10, 2**16, 2**16 + 1, 3_000_000])
 async def test_a_body_of_any_size_arrives_whole(
         serve: Callable[[Handler], Awaitable[str]], transport: Transport, size: int) -> None:

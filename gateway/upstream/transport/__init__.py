@@ -11,7 +11,8 @@ changes one fails tests/upstream/test_transport_send.py's digests or tests/upstr
   for the usual request its attributes set directly (UpstreamRequest.lean: __init__'s result)
   and its send() short (head and small body written at once: StreamWriter, write_bytes), its
   socket write handed to batch.WriteBatch (StreamWriter._write/_writelines overridden) so that the
-  requests of one loop pass reach the upstream back to back.
+  requests of one loop pass reach the upstream back to back, while BaseConnector._acquired (the
+  connections in use) says another request is in flight.
 - BaseConnector.connect(request, traces, timeout), ResponseHandler.set_response_params(...),
   ClientResponse.start(connection): _connect_and_send_request's three steps.
 - helpers.TimeoutHandle / TimerNoop: the total timeout as aiohttp's request arms it.

@@ -111,7 +111,8 @@ class Transport:
         handle: asyncio.TimerHandle | None = None
         timer: BaseTimerContext = _NO_TIMER
         if limits.total is not None:  # bounds everything up to the end of the body, as in aiohttp
-            deadline = TimeoutHandle(asyncio.get_running_loop(), limits.total,
+            assert self._batch is not None
+            deadline = TimeoutHandle(self._batch.loop, limits.total,
                                      ceil_threshold=limits.ceil_threshold)
             handle = deadline.start()
             timer = deadline.timer()

@@ -48,7 +48,7 @@ class UpstreamRequest(aiohttp.ClientRequest):
         request.original_url = request.url = url
         request.method = "POST"
         request.chunked = request.compress = request.length = None
-        request.loop = asyncio.get_running_loop()
+        request.loop = batch.loop  # the session's loop (asyncio.get_running_loop() is a getpid() syscall)
         request.response_class = aiohttp.ClientResponse
         request._timer = timer
         request._ssl = True
@@ -75,7 +75,11 @@ class UpstreamRequest(aiohttp.ClientRequest):
             return await super().send(conn)
         # No Connection header in either writer: our connector never force-closes.
         inline = not protocol.writing_paused and self._body.size is not None and self._body.size <= _INLINE_BODY
-        writer = BatchedWriter(protocol, self.loop, self._batch) if inline else StreamWriter(protocol, self.loop)
+        # Batched only while another upstream request holds a connection: then more writes may come in
+        # this pass. A request alone (the usual one at moderate load) goes out at once, without waiting
+        # one more loop pass for a batch that would hold it alone.
+        batched = inline and len(conn._connector._acquired) > 1
+        writer = BatchedWriter(protocol, self.loop, self._batch) if batched else StreamWriter(protocol, self.loop)
         await writer.write_headers(f"POST {self.url.raw_path_qs} HTTP/1.1", self.headers)
         task: asyncio.Task[None] | None = None
         if inline:

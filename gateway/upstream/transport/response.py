@@ -21,7 +21,7 @@ class HttpResponse:
         self._response = response
         # Without a total timeout aiohttp's per-read timer context does nothing: reads may skip it.
         self._lean = total is None and type(response.content) is aiohttp.StreamReader  # not a body-less answer's
-        self._loop = asyncio.get_running_loop()
+        self._loop = response._loop  # the running loop, without asking asyncio (a getpid() syscall each time)
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
         self._watch: asyncio.TimerHandle | None = None  # the idle watch, once set_read_timeout armed it
@@ -112,13 +112,13 @@ class HttpResponse:
         if self._body is not None:
             self._body.take_reads()
         self._stop_watch()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._idle, self._seen, self._since = seconds, self._response.content.total_bytes, loop.time()
         self._watch = loop.call_later(seconds / 4, self._look)
 
     def _look(self) -> None:
         content = self._response.content
-        loop = asyncio.get_running_loop()  # a timer callback runs in the loop
+        loop = self._loop
         now = loop.time()
         # Bytes arrived, or some wait unread (the client reads slower: aiohttp has paused the socket,
         # which is not the upstream stalling): the upstream is alive.
